@@ -1,0 +1,1 @@
+"""flotilla-cloudinit: applies #cloud-config user-data on every boot."""
