@@ -1,0 +1,1 @@
+"""fleetctl: the command line for the fleet API v1."""
