@@ -1,0 +1,191 @@
+"""kvd's settings: etcd's flag names, one or two dashes, and ``ETCD_*`` variables.
+
+Scripts, unit files and test harnesses written for etcd pass its flags Go-style
+(``-name x``, ``--name=x``) and set ``ETCD_NAME`` and friends in the environment; kvd reads
+them all the same way so it can stand in for etcd unchanged. Flags win over the
+environment. etcd flags that only tune etcd's own internals are accepted and ignored;
+anything else is rejected with the flag's name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from flotilla.daemons.kv.store import DEFAULT_HISTORY_BYTES
+
+VALUE_FLAGS: dict[str, str] = {
+    "name": "default",
+    "data-dir": "",
+    "listen-client-urls": "http://127.0.0.1:2379",
+    "advertise-client-urls": "",
+    "listen-peer-urls": "http://127.0.0.1:2380",
+    "initial-advertise-peer-urls": "",
+    "initial-cluster": "",
+    "initial-cluster-state": "new",
+    "initial-cluster-token": "etcd-cluster",
+    "discovery": "",
+    "history-bytes": str(DEFAULT_HISTORY_BYTES),
+}
+
+# etcd flags with no meaning for kvd; accepted so etcd command lines keep working.
+IGNORED_FLAGS = {
+    "enable-v2", "heartbeat-interval", "election-timeout", "snapshot-count",
+    "max-snapshots", "max-wals", "quota-backend-bytes", "auto-compaction-retention",
+    "auto-compaction-mode", "logger", "log-outputs", "log-level", "debug",
+    "enable-pprof", "metrics", "strict-reconfig-check", "discovery-fallback",
+    "discovery-proxy", "discovery-srv", "proxy", "cors", "experimental-enable-v2v3",
+    "listen-metrics-urls", "max-request-bytes", "grpc-keepalive-min-time",
+    "force-new-cluster", "pre-vote", "initial-election-tick-advance",
+}
+
+BOOL_FLAGS = {"version", "no-fsync"}
+
+
+class ConfigError(ValueError):
+    """A bad flag or variable; the message names it."""
+
+
+@dataclass(slots=True)
+class Config:
+    name: str
+    data_dir: str
+    listen_client_urls: list[str]
+    advertise_client_urls: list[str]
+    listen_peer_urls: list[str]
+    initial_advertise_peer_urls: list[str]
+    initial_cluster: dict[str, list[str]]
+    initial_cluster_state: str
+    initial_cluster_token: str
+    discovery: str
+    history_bytes: int
+    fsync: bool = True
+    version: bool = False
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def member_id(self) -> int:
+        return member_id(self.initial_advertise_peer_urls, self.initial_cluster_token)
+
+    @property
+    def cluster_id(self) -> int:
+        ids = sorted(member_id(urls, self.initial_cluster_token)
+                     for urls in self.initial_cluster.values())
+        digest = hashlib.sha1(b"".join(struct.pack(">Q", i) for i in ids)).digest()
+        return struct.unpack(">Q", digest[:8])[0]
+
+
+def member_id(peer_urls: Sequence[str], token: str) -> int:
+    """etcd's member ID: SHA-1 of the sorted peer URLs and the cluster token."""
+    digest = hashlib.sha1(("".join(sorted(peer_urls)) + token).encode()).digest()
+    return struct.unpack(">Q", digest[:8])[0]
+
+
+def _split_urls(flag: str, text: str) -> list[str]:
+    urls = [u.strip() for u in text.split(",") if u.strip()]
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"--{flag}: {url!r} is not an http(s)://host:port URL")
+        try:
+            parts.port  # noqa: B018  (validates the port)
+        except ValueError:
+            raise ConfigError(f"--{flag}: {url!r} has a bad port") from None
+    return urls
+
+
+def _parse_cluster(text: str) -> dict[str, list[str]]:
+    cluster: dict[str, list[str]] = {}
+    for item in [i for i in text.split(",") if i.strip()]:
+        name, sep, url = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--initial-cluster: {item!r} is not name=url")
+        cluster.setdefault(name.strip(), []).extend(_split_urls("initial-cluster", url))
+    return cluster
+
+
+def _normalise_argv(argv: Sequence[str]) -> list[str]:
+    """Accept Go-style ``-flag`` by rewriting it to ``--flag``."""
+    out = []
+    for arg in argv:
+        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2:
+            arg = "-" + arg
+        out.append(arg)
+    return out
+
+
+def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Config:
+    environ = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(prog="kvd", add_help=True, allow_abbrev=False,
+                                     description="etcd v2 compatible key-value daemon")
+    for flag in VALUE_FLAGS:
+        parser.add_argument(f"--{flag}", dest=flag.replace("-", "_"), default=None)
+    for flag in BOOL_FLAGS:
+        parser.add_argument(f"--{flag}", dest=flag.replace("-", "_"), nargs="?",
+                            const="true", default=None)
+    for flag in IGNORED_FLAGS:
+        parser.add_argument(f"--{flag}", dest="ignored_" + flag.replace("-", "_"),
+                            nargs="?", const="true", default=None)
+    args, unknown = parser.parse_known_args(_normalise_argv(argv))
+    if unknown:
+        raise ConfigError(f"unknown flag or argument: {unknown[0]}")
+
+    def value(flag: str) -> str:
+        given = getattr(args, flag.replace("-", "_"))
+        if given is not None:
+            return str(given)
+        env = environ.get("ETCD_" + flag.upper().replace("-", "_"))
+        return env if env is not None else VALUE_FLAGS[flag]
+
+    def boolean(flag: str, default: bool) -> bool:
+        given = getattr(args, flag.replace("-", "_"))
+        text = given if given is not None else environ.get(
+            "ETCD_" + flag.upper().replace("-", "_"))
+        if text is None:
+            return default
+        if text.lower() in ("1", "t", "true", "yes"):
+            return True
+        if text.lower() in ("0", "f", "false", "no"):
+            return False
+        raise ConfigError(f"--{flag}: {text!r} is not a boolean")
+
+    name = value("name")
+    listen_client = _split_urls("listen-client-urls", value("listen-client-urls"))
+    advertise_client = _split_urls("advertise-client-urls",
+                                   value("advertise-client-urls") or ",".join(listen_client))
+    listen_peer = _split_urls("listen-peer-urls", value("listen-peer-urls"))
+    advertise_peer = _split_urls("initial-advertise-peer-urls",
+                                 value("initial-advertise-peer-urls") or ",".join(listen_peer))
+    cluster = _parse_cluster(value("initial-cluster") or f"{name}={advertise_peer[0]}")
+    state = value("initial-cluster-state")
+    if state not in ("new", "existing"):
+        raise ConfigError(f"--initial-cluster-state: {state!r} is not 'new' or 'existing'")
+    try:
+        history_bytes = int(value("history-bytes"))
+        if history_bytes < 1:
+            raise ValueError
+    except ValueError:
+        raise ConfigError("--history-bytes: must be a positive integer") from None
+    ignored = [f for f in IGNORED_FLAGS
+               if getattr(args, "ignored_" + f.replace("-", "_")) is not None]
+    return Config(
+        name=name,
+        data_dir=value("data-dir") or f"{name}.etcd",
+        listen_client_urls=listen_client,
+        advertise_client_urls=advertise_client,
+        listen_peer_urls=listen_peer,
+        initial_advertise_peer_urls=advertise_peer,
+        initial_cluster=cluster,
+        initial_cluster_state=state,
+        initial_cluster_token=value("initial-cluster-token"),
+        discovery=value("discovery"),
+        history_bytes=history_bytes,
+        fsync=not boolean("no-fsync", False),
+        version=boolean("version", False),
+        ignored=sorted(ignored),
+    )

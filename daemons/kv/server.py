@@ -1,0 +1,126 @@
+"""The ``kvd`` daemon: configuration, durable single-node proposer, HTTP API, TTL expiry.
+
+The shell owns every clock and socket; the store stays pure. Expiry works the way a
+replicated store needs it to: this node, as leader, looks at the store's next expiry time
+and proposes an ``expire`` command carrying its wall clock, which every replica applies
+identically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from flotilla.daemons import __version__
+from flotilla.daemons.kv.config import Config, ConfigError, member_id, parse_config
+from flotilla.daemons.kv.http import (
+    ETCD_CLUSTER_VERSION,
+    KeysApi,
+    Member,
+    ServerInfo,
+    make_app,
+)
+from flotilla.daemons.kv.proposer import LocalProposer, Proposer
+
+EXPIRY_POLL_SECONDS = 0.1
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd about readiness (Type=notify); a no-op outside systemd."""
+    target = os.environ.get("NOTIFY_SOCKET")
+    if not target:
+        return
+    address = "\0" + target[1:] if target.startswith("@") else target
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(message.encode(), address)
+
+
+async def expire_loop(proposer: Proposer) -> None:
+    """As leader, propose ``expire`` with this node's clock whenever a key is due."""
+    while True:
+        await asyncio.sleep(EXPIRY_POLL_SECONDS)
+        if not proposer.is_leader():
+            continue
+        due = proposer.store.next_expiry()
+        now = time.time_ns()
+        if due is not None and due <= now:
+            with contextlib.suppress(Exception):
+                await proposer.propose({"op": "expire", "now": now})
+
+
+def server_info(config: Config) -> ServerInfo:
+    me = Member(config.member_id, config.name, config.initial_advertise_peer_urls,
+                config.advertise_client_urls)
+    members = [me]
+    for name, urls in sorted(config.initial_cluster.items()):
+        if name != config.name:
+            members.append(Member(member_id(urls, config.initial_cluster_token), name,
+                                  urls, []))
+    return ServerInfo(member=me, cluster_id=config.cluster_id, members=members)
+
+
+async def serve(config: Config, stop: asyncio.Event) -> None:
+    proposer = LocalProposer(Path(config.data_dir), config.history_bytes, config.fsync)
+    proposer.start()
+    api = KeysApi(proposer, server_info(config))
+    runner = web.AppRunner(make_app(api), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    for url in config.listen_client_urls:
+        parts = urlsplit(url)
+        site = web.TCPSite(runner, parts.hostname, parts.port or 2379, backlog=1024,
+                           reuse_address=True)
+        await site.start()
+    expiry = asyncio.get_running_loop().create_task(expire_loop(proposer))
+    print(f"kvd {config.name}: ready to serve client requests on "
+          f"{', '.join(config.listen_client_urls)} (index {proposer.store.index})",
+          file=sys.stderr, flush=True)
+    sd_notify("READY=1\nSTATUS=serving client requests")
+    await stop.wait()
+    sd_notify("STOPPING=1")
+    expiry.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await expiry
+    await runner.cleanup()
+    await proposer.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = parse_config(sys.argv[1:] if argv is None else argv)
+    except ConfigError as err:
+        print(f"kvd: {err}", file=sys.stderr)
+        return 2
+    if config.version:
+        print(f"kvd Version: {__version__}\nAPI: etcd v2 (cluster version "
+              f"{ETCD_CLUSTER_VERSION})")
+        return 0
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(config, stop)
+
+    try:
+        asyncio.run(run())
+    except OSError as err:
+        print(f"kvd: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:
+        print(f"kvd: bad data directory: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
