@@ -1,0 +1,327 @@
+"""Raft peer transport: asyncio TCP (optionally mutual TLS), length-prefixed msgpack frames.
+
+Every frame is a 4-byte big-endian length followed by that many bytes of msgpack. The
+first frame on a connection is a hello naming the cluster, the sender and the intended
+receiver; every later frame is one Raft `Message` in `codec`'s plain form. Each field is
+checked on decode. Anything unexpected (wrong cluster, a frame over the size cap, bytes
+that are not msgpack, a message claiming another sender) drops that connection with a
+log line; the node itself carries on. Nothing is ever unpickled.
+
+Connections are one-way, like etcd's peer streams: a node dials each peer and only
+writes on that connection, and only reads on connections peers dialled to it. Each peer
+has its own bounded outbound queue drained by its own writer task, so a slow or stuck
+peer fills only its own queue; once full, further messages to it are dropped, which Raft
+tolerates (it retransmits on the next heartbeat or probe). Broken connections are redialled
+with capped exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from . import codec
+from .messages import Message
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
+HELLO_TIMEOUT = 5.0
+_HELLO_FIELDS = ("version", "cluster", "from", "to")
+
+
+class FrameError(Exception):
+    """A peer sent something that is not a valid frame; its connection is dropped."""
+
+
+def encode_frame(obj: Any) -> bytes:
+    body = msgpack.packb(obj, use_bin_type=True)
+    return len(body).to_bytes(4, "big") + body
+
+
+def encode_hello(cluster: str, sender: int, receiver: int) -> bytes:
+    return encode_frame(
+        {"version": PROTOCOL_VERSION, "cluster": cluster, "from": sender, "to": receiver}
+    )
+
+
+def decode_body(body: bytes) -> Any:
+    try:
+        return msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated exception types
+        raise FrameError(f"frame: not valid msgpack ({exc})") from None
+
+
+def check_hello(obj: Any, cluster: str, me: int) -> int:
+    """Validate a hello frame; return the sender's id."""
+    if not isinstance(obj, dict):
+        raise FrameError(f"hello: expected a map, got {type(obj).__name__}")
+    for name in _HELLO_FIELDS:
+        if name not in obj:
+            raise FrameError(f"hello.{name}: missing")
+    for key in obj:
+        if key not in _HELLO_FIELDS:
+            raise FrameError(f"hello.{key}: unknown field")
+    if obj["version"] != PROTOCOL_VERSION or type(obj["version"]) is not int:
+        raise FrameError(f"hello.version: unsupported {obj['version']!r}")
+    if obj["cluster"] != cluster:
+        raise FrameError(f"hello.cluster: {obj['cluster']!r} is not this cluster")
+    sender = obj["from"]
+    if type(sender) is not int or not 0 < sender <= codec.U64_MAX:
+        raise FrameError(f"hello.from: invalid node id {sender!r}")
+    if obj["to"] != me or type(obj["to"]) is not int:
+        raise FrameError(f"hello.to: {obj['to']!r} is not this node ({me})")
+    return sender
+
+
+async def read_frame(reader: asyncio.StreamReader, max_bytes: int) -> bytes:
+    header = await reader.readexactly(4)
+    length = int.from_bytes(header, "big")
+    if length > max_bytes:
+        raise FrameError(f"frame: length {length} exceeds the cap of {max_bytes} bytes")
+    return await reader.readexactly(length)
+
+
+@dataclass(slots=True)
+class TransportStats:
+    sent: int = 0
+    received: int = 0
+    dropped_queue_full: int = 0
+    rejected_connections: int = 0
+    reconnects: int = 0
+    per_peer_dropped: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Capped exponential backoff with full jitter (delays in seconds)."""
+
+    initial: float = 0.05
+    maximum: float = 2.0
+    attempt: int = 0
+
+    def next_delay(self, rng: random.Random) -> float:
+        ceiling = min(self.maximum, self.initial * (2**self.attempt))
+        self.attempt += 1
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class _Peer:
+    """Outbound side of one peer: queue + writer task that (re)dials."""
+
+    def __init__(self, transport: PeerTransport, peer_id: int, address: tuple[str, int]) -> None:
+        self.transport = transport
+        self.peer_id = peer_id
+        self.address = address
+        self.queue: asyncio.Queue[Message] = asyncio.Queue(transport.queue_size)
+        self.backoff = Backoff(transport.backoff_initial, transport.backoff_max)
+        self.task = asyncio.get_running_loop().create_task(self._run())
+        self.connected = False
+
+    async def _run(self) -> None:
+        t = self.transport
+        while True:
+            writer: asyncio.StreamWriter | None = None
+            try:
+                host, port = self.address
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(
+                        host,
+                        port,
+                        ssl=t.client_ssl,
+                        local_addr=(t.source_host, 0) if t.source_host else None,
+                    ),
+                    timeout=t.connect_timeout,
+                )
+                writer.write(encode_hello(t.cluster, t.node_id, self.peer_id))
+                await writer.drain()
+                self.connected = True
+                self.backoff.reset()
+                await self._pump(writer)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.connected:
+                    log.info("peer %d at %s: connection lost (%s)", self.peer_id, self.address, exc)
+                self.connected = False
+                self._discard_queued()
+                t.stats.reconnects += 1
+                await asyncio.sleep(self.backoff.next_delay(t.rng))
+            finally:
+                self.connected = False
+                if writer is not None:
+                    # Abort rather than close: a stuck peer would never let a graceful
+                    # close flush, and nothing queued for a broken link is worth keeping.
+                    writer.transport.abort()
+
+    async def _pump(self, writer: asyncio.StreamWriter) -> None:
+        t = self.transport
+        while True:
+            batch = [await self.queue.get()]
+            while not self.queue.empty() and len(batch) < 1024:
+                batch.append(self.queue.get_nowait())
+            writer.write(b"".join(encode_frame(codec.encode_message(m)) for m in batch))
+            t.stats.sent += len(batch)
+            await writer.drain()
+
+    def _discard_queued(self) -> None:
+        """Messages queued for an unreachable peer are stale by the time it is back."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+    def enqueue(self, message: Message) -> bool:
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+
+
+class PeerTransport:
+    """Sends Raft messages to peers and delivers theirs to ``on_message``.
+
+    ``on_message`` is called from the event loop for every checked inbound message; it
+    must not block (the node shell just queues it).
+    """
+
+    def __init__(
+        self,
+        *,
+        node_id: int,
+        cluster: str,
+        listen: tuple[str, int],
+        on_message: Callable[[Message], None],
+        server_ssl: ssl.SSLContext | None = None,
+        client_ssl: ssl.SSLContext | None = None,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        queue_size: int = 4096,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 2.0,
+        connect_timeout: float = 2.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.cluster = cluster
+        self.listen = listen
+        self.on_message = on_message
+        self.server_ssl = server_ssl
+        self.client_ssl = client_ssl
+        self.max_frame_bytes = max_frame_bytes
+        self.queue_size = queue_size
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.connect_timeout = connect_timeout
+        self.rng = rng or random.Random()
+        # Dial from our own loopback address so peers see who we are on 127.0.0.x.
+        self.source_host = listen[0] if listen[0].startswith("127.") else None
+        self.stats = TransportStats()
+        self._peers: dict[int, _Peer] = {}
+        self._server: asyncio.base_events.Server | None = None
+        self._inbound: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._accept, self.listen[0], self.listen[1], ssl=self.server_ssl
+        )
+
+    @property
+    def bound_port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    def set_peer(self, peer_id: int, address: tuple[str, int]) -> None:
+        """Add a peer or change its address (a changed address redials)."""
+        if peer_id == self.node_id:
+            return
+        current = self._peers.get(peer_id)
+        if current is not None and current.address == tuple(address):
+            return
+        if current is not None:
+            current.task.cancel()
+        self._peers[peer_id] = _Peer(self, peer_id, (address[0], int(address[1])))
+
+    def remove_peer(self, peer_id: int) -> None:
+        peer = self._peers.pop(peer_id, None)
+        if peer is not None:
+            peer.task.cancel()
+
+    def peers(self) -> dict[int, tuple[str, int]]:
+        return {pid: p.address for pid, p in self._peers.items()}
+
+    def send(self, message: Message) -> None:
+        """Queue ``message`` for its receiver; never blocks, drops when the queue is full."""
+        peer = self._peers.get(message.to)
+        if peer is None:
+            return
+        if not peer.enqueue(message):
+            self.stats.dropped_queue_full += 1
+            self.stats.per_peer_dropped[message.to] = (
+                self.stats.per_peer_dropped.get(message.to, 0) + 1
+            )
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for peer in list(self._peers.values()):
+            await peer.stop()
+        self._peers.clear()
+        for task in list(self._inbound):
+            task.cancel()
+        for task in list(self._inbound):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
+    # -- inbound ---------------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._inbound.add(task)
+        peername = writer.get_extra_info("peername")
+        try:
+            await self._serve(reader, peername)
+        except asyncio.IncompleteReadError:
+            pass  # the peer closed or restarted; it will dial again
+        except (FrameError, ValueError) as exc:
+            self.stats.rejected_connections += 1
+            log.warning("peer connection from %s dropped: %s", peername, exc)
+        except (ConnectionError, OSError, TimeoutError, ssl.SSLError) as exc:
+            log.info("peer connection from %s closed: %s", peername, exc)
+        finally:
+            self._inbound.discard(task)
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, peername: Any) -> None:
+        limit = self.max_frame_bytes
+        hello = decode_body(await asyncio.wait_for(read_frame(reader, 1024), HELLO_TIMEOUT))
+        sender = check_hello(hello, self.cluster, self.node_id)
+        while True:
+            obj = decode_body(await read_frame(reader, limit))
+            message = codec.decode_message(obj)
+            if message.from_ != sender or message.to != self.node_id:
+                raise FrameError(
+                    f"message.from/to: {message.from_}->{message.to} on a connection "
+                    f"from {sender} to {self.node_id}"
+                )
+            self.stats.received += 1
+            self.on_message(message)
