@@ -85,8 +85,8 @@ class MessageType(enum.IntEnum):
     HEARTBEAT_RESP = 8  # echoes context so the leader can count ReadIndex acks
     SNAP = 9  # InstallSnapshot: carries `snapshot`
     TIMEOUT_NOW = 10  # leadership transfer: the target campaigns at once, skipping PreVote
-    TRANSFER_LEADER = 11  # a follower asks the leader to transfer to ``from_``
-    PROP = 12  # proposal forwarded to the leader; entries hold the payloads
+    TRANSFER_LEADER = 11  # ask the leader to transfer leadership to node ``index``
+    PROP = 12  # proposals for the leader (term 0); entries hold the payloads
     READ_INDEX = 13  # a follower asks the leader for a read index; context identifies it
     READ_INDEX_RESP = 14  # index = the read index for context (reject=True: refused)
 
