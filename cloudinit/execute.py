@@ -1,0 +1,179 @@
+"""The executor: gathers the machine's state for the planner and applies the steps.
+
+All paths in actions are machine paths (``/etc/hosts``); they are resolved under the
+host's root, so the same code applies a config to the running system or to an image.
+systemd and hostnamed are reached only through the protocols in ``systemd_api``; users are
+created with ``useradd``/``usermod`` (``--prefix`` when the root is not ``/``).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import plan
+from .accounts import Accounts
+from .fsutil import atomic_symlink, atomic_write, ensure_parent
+from .systemd_api import HostnameControl, SystemdControl
+
+
+class ApplyError(RuntimeError):
+    """A step failed while applying; later steps were not attempted."""
+
+
+@dataclass
+class Host:
+    root: Path
+    systemd: SystemdControl
+    hostnamed: HostnameControl
+    run: Callable[[list[str]], None] = field(default=lambda argv: _run(argv))
+    systemd_seconds: float = 0.0
+
+    def path(self, machine_path: str) -> Path:
+        return self.root / machine_path.lstrip("/")
+
+    def tool_args(self) -> list[str]:
+        """useradd/usermod work on the root's account files through ``--prefix``."""
+        return [] if self.root == Path("/") else ["--prefix", str(self.root)]
+
+
+def _run(argv: list[str]) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        shown = [a if not a.startswith("$") else "<hash>" for a in argv]
+        raise ApplyError(f"{' '.join(shown)} failed ({result.returncode}): "
+                         f"{result.stderr.strip()}")
+
+
+def _file_state(path: Path) -> plan.FileState:
+    try:
+        st = path.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        return plan.MISSING
+    if stat.S_ISLNK(st.st_mode):
+        return plan.FileState("symlink", target=os.readlink(path))
+    if stat.S_ISCHR(st.st_mode):
+        return plan.FileState("chardev")
+    if stat.S_ISDIR(st.st_mode):
+        return plan.FileState("dir")
+    if not stat.S_ISREG(st.st_mode):
+        return plan.FileState("other")
+    return plan.FileState("file", path.read_bytes(), stat.S_IMODE(st.st_mode), st.st_uid,
+                          st.st_gid)
+
+
+async def observe(actions: list[plan.Action], host: Host) -> plan.Observed:
+    """Read everything the reconciler compares against."""
+    observed = plan.Observed()
+    accounts = Accounts(host.root)
+    if any(isinstance(a, plan.SetHostname | plan.EtcHosts) for a in actions):
+        started = time.perf_counter()
+        observed.hostname = await host.hostnamed.static_hostname()
+        host.systemd_seconds += time.perf_counter() - started
+    for path in plan.files_to_observe(actions):
+        observed.files[path] = _file_state(host.path(path))
+    for name in plan.users_to_observe(actions):
+        account = accounts.users.get(name)
+        if account is None:
+            continue
+        observed.users[name] = plan.UserState(name, account.uid, account.gid, account.home,
+                                              accounts.hashes.get(name, ""))
+        key_dir = host.path(plan.key_dir(account.home))
+        keys: dict[str, bytes] = {}
+        if key_dir.is_dir():
+            for entry in sorted(key_dir.iterdir()):
+                if entry.is_file():
+                    keys[entry.name] = entry.read_bytes()
+        observed.key_dirs[name] = keys
+        merged = posixpath.join(account.home, ".ssh", "authorized_keys")
+        observed.files[merged] = _file_state(host.path(merged))
+    for owner in plan.owners_to_observe(actions):
+        observed.owners[owner] = accounts.resolve_owner(owner)
+    started = time.perf_counter()
+    for name in plan.units_to_observe(actions):
+        load, active, file_state = await host.systemd.unit_state(name)
+        observed.units[name] = plan.UnitState(load, active, file_state)
+    host.systemd_seconds += time.perf_counter() - started
+    return observed
+
+
+async def apply(steps: list[plan.Step], host: Host,
+                report: Callable[[str], None] = lambda line: None) -> int:
+    """Apply the changing steps in order; returns how many changed. Stops at the first
+    failure with ApplyError naming the step."""
+    changed = 0
+    for step in steps:
+        report(step.describe())
+        if not step.change:
+            continue
+        try:
+            await _apply_one(step, host)
+        except ApplyError:
+            raise
+        except Exception as err:  # every failure is reported against its step
+            raise ApplyError(f"{step.action.describe()}: {err}") from err
+        changed += 1
+    return changed
+
+
+async def _timed_systemd(host: Host, call) -> None:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    try:
+        await call
+    finally:
+        host.systemd_seconds += time.perf_counter() - started
+
+
+async def _apply_one(step: plan.Step, host: Host) -> None:
+    a = step.action
+    if isinstance(a, plan.SetHostname):
+        await _timed_systemd(host, host.hostnamed.set_static_hostname(a.hostname))
+    elif isinstance(a, plan.EnsureUser):
+        if step.argv:
+            host.run(["useradd", *host.tool_args(), *step.argv])
+        else:
+            host.run(["usermod", *host.tool_args(), "--password", a.user.passwd, a.user.name])
+    elif isinstance(a, plan.InstallKeys):
+        _install_keys(a, step.payload, host)
+    elif isinstance(a, plan.WriteFile):
+        owner = Accounts(host.root).resolve_owner(a.owner) if a.owner else (-1, -1)
+        if owner is None:
+            raise ApplyError(f'owner "{a.owner}" does not exist')
+        atomic_write(host.path(a.path), step.payload, a.mode, *owner)
+    elif isinstance(a, plan.EtcHosts | plan.MergeEnvFile | plan.WriteUnitFile):
+        atomic_write(host.path(a.path), step.payload, 0o644)
+    elif isinstance(a, plan.MaskUnit):
+        atomic_symlink(host.path(a.path), "/dev/null")
+    elif isinstance(a, plan.UnmaskUnit):
+        host.path(a.path).unlink()
+    elif isinstance(a, plan.EnableUnit):
+        await _timed_systemd(host, host.systemd.enable_unit_files([a.unit], a.runtime))
+    elif isinstance(a, plan.DaemonReload):
+        await _timed_systemd(host, host.systemd.daemon_reload())
+    elif isinstance(a, plan.UnitCommand):
+        await _timed_systemd(host, host.systemd.unit_command(a.unit, a.command))
+
+
+def _install_keys(a: plan.InstallKeys, merged: bytes, host: Host) -> None:
+    account = Accounts(host.root).users.get(a.user)
+    if account is None:
+        raise ApplyError(f'user "{a.user}" does not exist')
+    ssh_dir = host.path(posixpath.join(account.home, ".ssh"))
+    key_dir = ssh_dir / "authorized_keys.d"
+    for directory in (ssh_dir, key_dir):
+        ensure_parent(directory / "x")
+        os.chmod(directory, 0o700)
+        os.chown(directory, account.uid, account.gid)
+    merged_path = ssh_dir / "authorized_keys"
+    if merged_path.is_file() and not (key_dir / plan.OLD_KEYS).exists():
+        old = merged_path.read_bytes()
+        if old and not old.startswith(plan.KEYS_HEADER.encode()):
+            atomic_write(key_dir / plan.OLD_KEYS, old, 0o600, account.uid, account.gid)
+    atomic_write(key_dir / a.key_name, a.content, 0o600, account.uid, account.gid)
+    atomic_write(ssh_dir / "authorized_keys", merged, 0o600, account.uid, account.gid)
