@@ -1,0 +1,607 @@
+"""The asyncio shell around one Raft core: timers, disk, network, application.
+
+`RaftShell` owns a `core.RaftNode`, a `storage.DiskStorage` and a `transport.PeerTransport`
+and runs the Ready loop from `messages.Ready`: persist the whole Ready and fsync once
+(in a worker thread, so the event loop keeps reading sockets and taking proposals that
+will form the next Ready: group commit), then send its messages, apply its committed
+entries, serve reads, and ``advance``. Only the loop task touches the core, so inputs
+(ticks, peer messages, proposals, reads) are queued and stepped in between two Readies.
+
+"Acknowledged" means applied: ``await shell.propose(data)`` returns only once the entry
+is committed *and* applied here. Each proposal is wrapped with a request id that
+survives forwarding, so the node that took the proposal recognises it when it applies
+the entry, whichever leader appended it. A follower forwards proposals to the leader it
+knows (a ``PROP`` message); a proposal lost with a leader fails with a timeout, never a
+false acknowledgement.
+
+Snapshots: every ``snapshot_every`` applied entries the application's ``snapshot()`` is
+stored together with the peer address book, the core compacts its log and the storage
+releases WAL segments the snapshot covers.
+
+Run as a module, this file starts a demo member: an append-only list of values behind a
+one-JSON-object-per-line TCP protocol. It is test and benchmark plumbing, not the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import ssl
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgpack
+
+from . import codec, tls
+from .core import Config, RaftNode, Status
+from .messages import (
+    NONE,
+    ConfChange,
+    ConfChangeType,
+    Entry,
+    EntryType,
+    Message,
+    MessageType,
+    NotLeader,
+    ProposalDropped,
+    Ready,
+    Role,
+)
+from .storage import DiskStorage
+from .transport import PeerTransport
+
+log = logging.getLogger(__name__)
+
+#: Proposal envelope: 16-byte request id, then the application's bytes.
+RID_BYTES = 16
+
+Address = tuple[str, int]
+
+
+class StateMachine(Protocol):
+    """What the shell needs from the application."""
+
+    def apply(self, index: int, data: bytes) -> Any: ...
+    def snapshot(self) -> bytes: ...
+    def restore(self, data: bytes) -> None: ...
+
+
+class ProposalTimeout(Exception):
+    """Not applied in time; it may still be applied later (the outcome is unknown)."""
+
+
+@dataclass(slots=True)
+class ShellConfig:
+    node_id: int
+    data_dir: Path
+    listen: Address
+    peers: dict[int, Address]  # every known member's peer address (self included or not)
+    cluster: str = "flotilla"
+    join: bool = False  # True: an added member that learns the membership from the leader
+    tick_seconds: float = 0.1
+    election_tick: int = 10
+    heartbeat_tick: int = 1
+    snapshot_every: int = 10_000
+    proposal_timeout: float = 5.0
+    fsync: bool = True
+    segment_bytes: int = 64 * 1024 * 1024
+    max_batch: int = 4096  # proposals stepped into the core per loop turn
+    server_ssl: ssl.SSLContext | None = None
+    client_ssl: ssl.SSLContext | None = None
+    seed: int | None = None
+
+
+@dataclass(slots=True)
+class ShellStats:
+    readies: int = 0
+    applied_entries: int = 0
+    proposals_forwarded: int = 0
+    snapshots_taken: int = 0
+    snapshots_installed: int = 0
+    persist_seconds: float = 0.0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=True)
+
+
+class RaftShell:
+    """One Raft member: `start`, then `propose` / `read_index` / membership calls."""
+
+    def __init__(self, cfg: ShellConfig, sm: StateMachine) -> None:
+        self.cfg = cfg
+        self.sm = sm
+        self.stats = ShellStats()
+        self.addresses: dict[int, Address] = dict(cfg.peers)
+        self._rng = random.Random(cfg.seed)
+        self._nonce = os.urandom(8)
+        self._counter = 0
+        self._inputs: list[tuple[str, Any]] = []
+        self._wakeup = asyncio.Event()
+        self._waiting: dict[bytes, asyncio.Future[Any]] = {}
+        self._reads: list[tuple[int, bytes]] = []  # (read index, rid) not yet served
+        self._tasks: list[asyncio.Task[None]] = []
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raft-io")
+        self._stopping = False
+        self.applied = 0
+        self.applied_term = 0
+        self._last_snapshot = 0
+        self.storage: DiskStorage | None = None
+        self.core: RaftNode | None = None
+        self.transport: PeerTransport | None = None
+        self.removed = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        self.storage = await loop.run_in_executor(
+            self._executor,
+            lambda: DiskStorage.open(
+                cfg.data_dir, segment_bytes=cfg.segment_bytes, fsync=cfg.fsync
+            ),
+        )
+        persisted = self.storage.persisted
+        if not persisted.snapshot.is_empty:
+            self._restore(persisted.snapshot.data)
+            self.applied = self._last_snapshot = persisted.snapshot.meta.index
+            self.applied_term = persisted.snapshot.meta.term
+        peers = () if cfg.join else tuple(sorted(set(cfg.peers) | {cfg.node_id}))
+        self.core = RaftNode(
+            cfg.node_id,
+            peers=peers,
+            persisted=persisted,
+            config=Config(election_tick=cfg.election_tick, heartbeat_tick=cfg.heartbeat_tick),
+            rng=self._rng,
+        )
+        self.transport = PeerTransport(
+            node_id=cfg.node_id,
+            cluster=cfg.cluster,
+            listen=cfg.listen,
+            on_message=self._on_message,
+            server_ssl=cfg.server_ssl,
+            client_ssl=cfg.client_ssl,
+            rng=self._rng,
+        )
+        await self.transport.start()
+        for pid, addr in self.addresses.items():
+            self.transport.set_peer(pid, addr)
+        self._tasks = [
+            loop.create_task(self._run(), name="raft-ready-loop"),
+            loop.create_task(self._ticker(), name="raft-ticker"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wakeup.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.transport is not None:
+            await self.transport.close()
+        if self.storage is not None:
+            self.storage.close()
+        self._executor.shutdown(wait=True)
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(ProposalTimeout("node stopped"))
+
+    # -- client API ------------------------------------------------------------------
+
+    def status(self) -> Status:
+        assert self.core is not None
+        return self.core.status()
+
+    @property
+    def leader(self) -> int:
+        return self.core.lead if self.core is not None else NONE
+
+    async def propose(self, data: bytes) -> Any:
+        """Replicate ``data``; return the state machine's result once applied here."""
+        rid, fut = self._new_request()
+        self._push("propose", (rid, bytes(data)))
+        return await self._wait(rid, fut)
+
+    async def read_index(self) -> int:
+        """Wait until a linearizable read may be served locally; return the read index."""
+        rid, fut = self._new_request()
+        self._push("read", rid)
+        return await self._wait(rid, fut)
+
+    async def add_member(self, node_id: int, address: Address, *, learner: bool = False) -> int:
+        kind = ConfChangeType.ADD_LEARNER if learner else ConfChangeType.ADD_VOTER
+        return await self._conf_change(kind, node_id, address)
+
+    async def remove_member(self, node_id: int) -> int:
+        return await self._conf_change(ConfChangeType.REMOVE_NODE, node_id, None)
+
+    async def _conf_change(self, kind: ConfChangeType, node_id: int, addr: Address | None) -> int:
+        rid, fut = self._new_request()
+        context = _pack({"rid": rid, "addr": list(addr) if addr else None})
+        self._push("conf", (rid, ConfChange(kind, node_id, context)))
+        return await self._wait(rid, fut)
+
+    def _new_request(self) -> tuple[bytes, asyncio.Future[Any]]:
+        self._counter += 1
+        rid = self._nonce + self._counter.to_bytes(8, "big")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = fut
+        return rid, fut
+
+    async def _wait(self, rid: bytes, fut: asyncio.Future[Any]) -> Any:
+        try:
+            return await asyncio.wait_for(fut, self.cfg.proposal_timeout)
+        except TimeoutError:
+            raise ProposalTimeout(f"not applied within {self.cfg.proposal_timeout}s") from None
+        finally:
+            self._waiting.pop(rid, None)
+
+    def _push(self, kind: str, item: Any) -> None:
+        self._inputs.append((kind, item))
+        self._wakeup.set()
+
+    def _on_message(self, message: Message) -> None:
+        self._push("msg", message)
+
+    def _fail(self, rid: bytes, exc: Exception) -> None:
+        fut = self._waiting.get(rid)
+        if fut is not None and not fut.done():
+            fut.set_exception(exc)
+
+    def _resolve(self, rid: bytes, value: Any) -> None:
+        fut = self._waiting.get(rid)
+        if fut is not None and not fut.done():
+            fut.set_result(value)
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.tick_seconds)
+            self._push("tick", None)
+
+    async def _run(self) -> None:
+        core = self.core
+        assert core is not None
+        while not self._stopping:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            inputs, self._inputs = self._inputs, []
+            self._step_inputs(inputs)
+            while core.has_ready():
+                await self._handle_ready(core.ready())
+
+    def _step_inputs(self, inputs: list[tuple[str, Any]]) -> None:
+        core = self.core
+        assert core is not None
+        proposals: list[tuple[bytes, bytes]] = []
+        for kind, item in inputs:
+            if kind == "msg":
+                core.step(item)
+            elif kind == "tick":
+                core.tick()
+            elif kind == "propose":
+                proposals.append(item)
+            elif kind == "read":
+                try:
+                    core.read_index(item)
+                except NotLeader as exc:
+                    self._fail(item, exc)
+            elif kind == "conf":
+                rid, cc = item
+                try:
+                    core.propose_conf_change(cc)
+                except (NotLeader, ProposalDropped, ValueError) as exc:
+                    self._fail(rid, exc)
+        for start in range(0, len(proposals), self.cfg.max_batch):
+            self._propose_batch(proposals[start : start + self.cfg.max_batch])
+
+    def _propose_batch(self, batch: list[tuple[bytes, bytes]]) -> None:
+        core = self.core
+        assert core is not None
+        payloads = [rid + data for rid, data in batch]
+        try:
+            core.propose_many(payloads)
+            return
+        except ProposalDropped as exc:
+            for rid, _ in batch:
+                self._fail(rid, exc)
+            return
+        except NotLeader as exc:
+            leader = exc.leader
+        if leader == NONE or leader == self.cfg.node_id or self.transport is None:
+            for rid, _ in batch:
+                self._fail(rid, NotLeader(leader))
+            return
+        entries = tuple(
+            Entry(term=0, index=k + 1, data=p) for k, p in enumerate(payloads)
+        )
+        self.transport.send(
+            Message(MessageType.PROP, to=leader, from_=self.cfg.node_id, entries=entries)
+        )
+        self.stats.proposals_forwarded += len(batch)
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        core, storage, transport = self.core, self.storage, self.transport
+        assert core is not None and storage is not None and transport is not None
+        self.stats.readies += 1
+        if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
+            started = time.perf_counter()
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, storage.save_ready, rd
+            )
+            self.stats.persist_seconds += time.perf_counter() - started
+        for m in rd.messages:
+            transport.send(m)
+            if m.type is MessageType.SNAP:
+                core.report_snapshot(m.to, True)
+        if rd.snapshot is not None and rd.snapshot.meta.index > self.applied:
+            self._restore(rd.snapshot.data)
+            self.applied = self._last_snapshot = rd.snapshot.meta.index
+            self.applied_term = rd.snapshot.meta.term
+            self.stats.snapshots_installed += 1
+        for entry in rd.committed_entries:
+            if entry.index <= self.applied:
+                continue
+            self._apply(entry)
+        for rs in rd.read_states:
+            self._reads.append((rs.index, rs.context))
+        self._serve_reads()
+        core.advance(rd)
+        if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
+            log.info("node %d is leader", self.cfg.node_id)
+        if self.applied - self._last_snapshot >= self.cfg.snapshot_every:
+            await self._take_snapshot()
+
+    def _apply(self, entry: Entry) -> None:
+        self.applied = entry.index
+        self.applied_term = entry.term
+        self.stats.applied_entries += 1
+        if entry.type is EntryType.CONF_CHANGE:
+            self._apply_conf_change(entry)
+            return
+        if len(entry.data) < RID_BYTES:
+            return  # a new leader's empty no-op entry
+        rid, data = entry.data[:RID_BYTES], entry.data[RID_BYTES:]
+        result = self.sm.apply(entry.index, data)
+        self._resolve(rid, result)
+
+    def _apply_conf_change(self, entry: Entry) -> None:
+        cc = codec.decode_conf_change(entry.data, f"entry[{entry.index}].data")
+        rid, addr = None, None
+        if cc.context:
+            try:
+                ctx = _unpack(cc.context)
+                rid, addr = ctx.get("rid"), ctx.get("addr")
+            except Exception:  # a context from another shell: membership still applies
+                log.warning("entry %d: conf change context not understood", entry.index)
+        transport = self.transport
+        assert transport is not None
+        if cc.type in (ConfChangeType.ADD_VOTER, ConfChangeType.ADD_LEARNER):
+            if isinstance(addr, list) and len(addr) == 2:
+                self.addresses[cc.node_id] = (str(addr[0]), int(addr[1]))
+                transport.set_peer(cc.node_id, self.addresses[cc.node_id])
+        elif cc.type is ConfChangeType.REMOVE_NODE:
+            if cc.node_id == self.cfg.node_id:
+                self.removed = True
+                log.warning("node %d was removed from the cluster", cc.node_id)
+            else:
+                self.addresses.pop(cc.node_id, None)
+                transport.remove_peer(cc.node_id)
+        if isinstance(rid, bytes):
+            self._resolve(rid, entry.index)
+
+    def _serve_reads(self) -> None:
+        if not self._reads:
+            return
+        keep = []
+        for index, rid in self._reads:
+            if index <= self.applied:
+                self._resolve(rid, index)
+            else:
+                keep.append((index, rid))
+        self._reads = keep
+
+    async def _take_snapshot(self) -> None:
+        core, storage = self.core, self.storage
+        assert core is not None and storage is not None
+        index = self.applied
+        data = _pack({"app": self.sm.snapshot(), "peers": {
+            str(k): list(v) for k, v in self.addresses.items()
+        }})
+        snap = core.compact(index, data)
+        await asyncio.get_running_loop().run_in_executor(
+            self._executor, storage.save_local_snapshot, snap
+        )
+        self._last_snapshot = index
+        self.stats.snapshots_taken += 1
+
+    def _restore(self, data: bytes) -> None:
+        obj = _unpack(data)
+        self.sm.restore(obj["app"])
+        for key, addr in obj["peers"].items():
+            pid = int(key)
+            self.addresses[pid] = (str(addr[0]), int(addr[1]))
+            if self.transport is not None:
+                self.transport.set_peer(pid, self.addresses[pid])
+
+
+# -- demo member -------------------------------------------------------------------------
+
+
+class ListMachine:
+    """Demo state machine: the ordered list of every applied value."""
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+
+    def apply(self, index: int, data: bytes) -> int:
+        self.values.append(data.decode("utf-8", "replace"))
+        return index
+
+    def snapshot(self) -> bytes:
+        return _pack(self.values)
+
+    def restore(self, data: bytes) -> None:
+        self.values = list(_unpack(data))
+
+
+def _parse_address(text: str) -> Address:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected host:port, got {text!r}")
+    return host, int(port)
+
+
+def _parse_peers(text: str) -> dict[int, Address]:
+    peers: dict[int, Address] = {}
+    for item in filter(None, text.split(",")):
+        ident, sep, addr = item.partition("=")
+        if not sep or not ident.isdigit():
+            raise argparse.ArgumentTypeError(f"--peers: expected id=host:port, got {item!r}")
+        peers[int(ident)] = _parse_address(addr)
+    return peers
+
+
+class DemoServer:
+    """One JSON object per line in, one per line out (test and benchmark plumbing)."""
+
+    def __init__(self, shell: RaftShell, sm: ListMachine) -> None:
+        self.shell = shell
+        self.sm = sm
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    reply = await self.dispatch(json.loads(line))
+                except NotLeader as exc:
+                    reply = {"ok": False, "error": "not_leader", "leader": exc.leader}
+                except ProposalTimeout as exc:
+                    reply = {"ok": False, "error": "timeout", "detail": str(exc)}
+                except (ProposalDropped, ValueError, KeyError, TypeError) as exc:
+                    reply = {"ok": False, "error": "refused", "detail": str(exc)}
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def dispatch(self, req: dict[str, Any]) -> dict[str, Any]:
+        op = req["op"]
+        shell = self.shell
+        if op == "put":
+            return {"ok": True, "index": await shell.propose(str(req["value"]).encode())}
+        if op == "values":
+            if req.get("linearizable", True):
+                await shell.read_index()
+            return {"ok": True, "applied": shell.applied, "values": self.sm.values}
+        if op == "status":
+            st = shell.status()
+            return {
+                "ok": True, "id": st.id, "role": st.role.value, "leader": st.leader,
+                "term": st.term, "commit": st.commit, "applied": shell.applied,
+                "voters": list(st.voters), "learners": list(st.learners),
+                "removed": shell.removed, "count": len(self.sm.values),
+                "stats": {"readies": shell.stats.readies,
+                          "fsyncs": shell.storage.fsyncs if shell.storage else 0,
+                          "snapshots_taken": shell.stats.snapshots_taken,
+                          "snapshots_installed": shell.stats.snapshots_installed,
+                          "forwarded": shell.stats.proposals_forwarded},
+            }
+        if op == "add":
+            addr = _parse_address(req["addr"])
+            index = await shell.add_member(int(req["id"]), addr, learner=bool(req.get("learner")))
+            return {"ok": True, "index": index}
+        if op == "remove":
+            return {"ok": True, "index": await shell.remove_member(int(req["id"]))}
+        raise ValueError(f"op: unknown operation {op!r}")
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    peers = args.peers
+    listen = args.listen or peers.get(args.id)
+    if listen is None:
+        raise SystemExit("--listen is required when --peers does not name this node")
+    server_ssl = client_ssl = None
+    if args.peer_cert:
+        files = (args.peer_cert, args.peer_key, args.peer_ca)
+        server_ssl, client_ssl = tls.server_context(*files), tls.client_context(*files)
+    cfg = ShellConfig(
+        node_id=args.id,
+        data_dir=Path(args.data_dir),
+        listen=listen,
+        peers={k: v for k, v in peers.items() if k != args.id},
+        cluster=args.cluster,
+        join=args.join,
+        tick_seconds=args.tick_ms / 1000,
+        election_tick=args.election_ticks,
+        snapshot_every=args.snapshot_every,
+        proposal_timeout=args.proposal_timeout,
+        fsync=not args.no_fsync,
+        server_ssl=server_ssl,
+        client_ssl=client_ssl,
+    )
+    sm = ListMachine()
+    shell = RaftShell(cfg, sm)
+    await shell.start()
+    server = await asyncio.start_server(DemoServer(shell, sm).handle, *args.client)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"ready node={args.id} client={args.client[0]}:{args.client[1]}", flush=True)
+    await stop.wait()
+    server.close()
+    await shell.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m flotilla.daemons.raft.node", description=(
+        "Run one demo Raft member (an append-only list) for tests and benchmarks."))
+    p.add_argument("--id", type=int, required=True)
+    p.add_argument("--peers", type=_parse_peers, default={}, help="id=host:port,...")
+    p.add_argument("--listen", type=_parse_address, help="peer address (default: from --peers)")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--client", type=_parse_address, required=True, help="host:port")
+    p.add_argument("--cluster", default="flotilla")
+    p.add_argument("--join", action="store_true", help="join an existing cluster")
+    p.add_argument("--tick-ms", type=float, default=100.0)
+    p.add_argument("--election-ticks", type=int, default=10)
+    p.add_argument("--snapshot-every", type=int, default=10_000)
+    p.add_argument("--proposal-timeout", type=float, default=5.0)
+    p.add_argument("--no-fsync", action="store_true")
+    p.add_argument("--peer-cert")
+    p.add_argument("--peer-key")
+    p.add_argument("--peer-ca")
+    p.add_argument("--log-level", default="WARNING")
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr,
+        format=f"%(asctime)s node{args.id} %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(_serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
