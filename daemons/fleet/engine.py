@@ -1,0 +1,283 @@
+"""The engine: one leader in the cluster turns desired state into a schedule.
+
+Leadership is a TTL lease key (``lease/engine-leader``, TTL 5 x reconcile interval)
+created with prevExist=false and renewed with prevIndex, as fleet does. Only the
+leader watches ``job/`` and ``machines/``; it reconciles on every change (batched) and
+on a timer, using ``scheduler.decide`` for placement, then writes each machine's
+``assignments/<machine>/`` so agents only see what concerns them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+
+from flotilla.daemons.kvclient import (
+    ClusterUnavailable,
+    EtcdError,
+    KeyNotFound,
+    Mirror,
+    Node,
+    NodeExist,
+)
+
+from . import model
+from .registry import ENGINE_VERSION, Registry, ints_to_hash, machines_from_nodes
+from .scheduler import (
+    Assignment,
+    Job,
+    Machine,
+    Schedule,
+    Unschedule,
+    apply_changes,
+    decide,
+    machine_assignments,
+)
+
+log = logging.getLogger("fleet.engine")
+
+
+class Engine:
+    def __init__(self, registry: Registry, machine_id: str, *, interval: float = 2.0,
+                 cpu_clock: Callable[[], float] = time.process_time) -> None:
+        self.registry = registry
+        self.kv = registry.kv
+        self.keys = registry.keys
+        self.machine_id = machine_id
+        self.interval = interval
+        self.lease_ttl = max(1, math.ceil(5 * interval))
+        self.lease_index: int | None = None
+        self.assigned: dict[str, dict[str, Assignment]] = {}
+        self._wake = asyncio.Event()
+        self._jobs_mirror: Mirror | None = None
+        self._machines_mirror: Mirror | None = None
+        self._mirror_tasks: list[asyncio.Task] = []
+        self.reconciles = 0
+        self.cpu_clock = cpu_clock
+        self.cpu_seconds = 0.0
+        self.bad_units: dict[str, str] = {}
+
+    @property
+    def is_leader(self) -> bool:
+        return self.lease_index is not None
+
+    # ------------------------------------------------------------ leadership
+
+    def _lease_value(self) -> str:
+        return json.dumps({"MachineID": self.machine_id, "Version": ENGINE_VERSION})
+
+    async def _hold_lease(self) -> bool:
+        key = self.keys.leader_lease()
+        try:
+            if self.lease_index is None:
+                reply = await self.kv.create(key, self._lease_value(), ttl=self.lease_ttl)
+            else:
+                reply = await self.kv.set(key, self._lease_value(), ttl=self.lease_ttl,
+                                          prev_index=self.lease_index)
+            self.lease_index = reply.node.modified_index
+            return True
+        except NodeExist:
+            return False
+        except (KeyNotFound, EtcdError, ClusterUnavailable) as error:
+            if self.lease_index is not None:
+                log.warning("engine lost leadership: %s", error)
+            self.lease_index = None
+            return False
+
+    async def release(self) -> None:
+        await self._stop_mirrors()
+        if self.lease_index is not None:
+            with contextlib.suppress(KeyNotFound, EtcdError, ClusterUnavailable):
+                await self.kv.compare_and_delete(self.keys.leader_lease(),
+                                                 prev_index=self.lease_index)
+        self.lease_index = None
+
+    async def _start_mirrors(self) -> None:
+        self._jobs_mirror = Mirror(self.kv, self.keys.job_dir(), self._on_change)
+        self._machines_mirror = Mirror(self.kv, self.keys.machines_dir(), self._on_change)
+        self._mirror_tasks = [asyncio.create_task(self._jobs_mirror.run()),
+                              asyncio.create_task(self._machines_mirror.run())]
+        await asyncio.wait_for(
+            asyncio.gather(self._jobs_mirror.ready.wait(), self._machines_mirror.ready.wait()),
+            timeout=max(5.0, self.lease_ttl),
+        )
+        self.assigned = await self._load_assignments()
+
+    async def _stop_mirrors(self) -> None:
+        for task in self._mirror_tasks:
+            task.cancel()
+        for task in self._mirror_tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._mirror_tasks = []
+        self._jobs_mirror = self._machines_mirror = None
+
+    def _on_change(self, changes: dict[str, Node | None], full: bool) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Hold or seek the lease every interval; reconcile while leader."""
+        loop = asyncio.get_running_loop()
+        next_lease = 0.0
+        while True:
+            if loop.time() >= next_lease:
+                was_leader = self.is_leader
+                leader = await self._hold_lease()
+                next_lease = loop.time() + self.interval
+                if leader and not was_leader:
+                    log.info("engine leadership acquired by %s", self.machine_id)
+                    try:
+                        await self._start_mirrors()
+                    except Exception as error:
+                        log.warning("engine could not load state: %s", error)
+                        await self.release()
+                        continue
+                elif was_leader and not leader:
+                    await self._stop_mirrors()
+            if self.is_leader:
+                self._wake.clear()
+                try:
+                    await self.reconcile()
+                except Exception:
+                    log.exception("engine reconcile failed")
+            timeout = max(0.0, next_lease - loop.time())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            if self._wake.is_set():
+                await asyncio.sleep(0.005)  # let a burst of events land in one pass
+
+    # ------------------------------------------------------------ reconcile
+
+    async def _load_assignments(self) -> dict[str, dict[str, Assignment]]:
+        result: dict[str, dict[str, Assignment]] = {}
+        try:
+            reply = await self.kv.get(self.keys.assignments_dir(), recursive=True, quorum=True)
+            nodes = reply.node.leaves()
+        except KeyNotFound:
+            nodes = []
+        for node in nodes:
+            parts = self.keys.split(node.key)
+            if len(parts) != 3:
+                continue
+            try:
+                data = json.loads(node.value or "{}")
+                result.setdefault(parts[1], {})[parts[2]] = Assignment(
+                    str(data["UnitHash"]), str(data["TargetState"]), bool(data.get("Global")))
+            except (ValueError, KeyError):
+                continue
+        return result
+
+    async def _snapshot(self) -> tuple[dict[str, Machine], dict[str, Job], dict[str, str]]:
+        assert self._jobs_mirror is not None and self._machines_mirror is not None
+        fields: dict[str, dict[str, str]] = {}
+        for key, node in self._jobs_mirror.nodes.items():
+            parts = self.keys.split(key)
+            if len(parts) == 3:
+                fields.setdefault(parts[1], {})[parts[2]] = node.value or ""
+        hashes: dict[str, str] = {}
+        for name, values in fields.items():
+            if "object" in values:
+                with contextlib.suppress(ValueError, AttributeError):
+                    hashes[name] = ints_to_hash(json.loads(values["object"]).get("UnitHash"))
+        missing = {h for h in hashes.values() if h not in self.registry._unit_cache}
+        if missing:
+            await self.registry.gather_limited(
+                [self.registry.unit_options(h) for h in sorted(missing)])
+        jobs: dict[str, Job] = {}
+        schedule: dict[str, str] = {}
+        for name, unit_hash in hashes.items():
+            options = self.registry._unit_cache.get(unit_hash)
+            if options is None:
+                continue
+            try:
+                requirements = model.requirements(name, options)
+            except model.UnitError as error:
+                self.bad_units[name] = str(error)
+                continue
+            state = fields[name].get("target-state", "inactive")
+            if state not in model.DESIRED_STATES:
+                state = "inactive"
+            jobs[name] = Job(name, state, requirements, unit_hash)
+            if fields[name].get("target"):
+                schedule[name] = fields[name]["target"]
+        states = machines_from_nodes(self.keys, list(self._machines_mirror.nodes.values()))
+        machines = {m: Machine(m, dict(s.metadata), s.public_ip) for m, s in states.items()}
+        return machines, jobs, schedule
+
+    async def reconcile(self) -> None:
+        started = self.cpu_clock()
+        self.reconciles += 1
+        machines, jobs, schedule = await self._snapshot()
+        changes = decide(machines, jobs, schedule)
+        writes = []
+        for change in changes:
+            if isinstance(change, Unschedule):
+                log.info("unscheduling %s from %s: %s", change.unit, change.machine,
+                         change.reason)
+                writes.append(self.kv.compare_and_delete(
+                    self.keys.job(change.unit, "target"), prev_value=change.machine))
+            elif isinstance(change, Schedule):
+                writes.append(self.kv.create(self.keys.job(change.unit, "target"),
+                                             change.machine))
+        failed = set()
+        results = await self.registry.gather_limited(writes) if writes else []
+        mirror = self._jobs_mirror
+        for change, result in zip(changes, results, strict=True):
+            key = self.keys.job(change.unit, "target")
+            if isinstance(result, Exception):
+                if not isinstance(result, KeyNotFound):
+                    failed.add(change.unit)
+            elif mirror is not None and isinstance(change, Schedule):
+                mirror.local_set(key, change.machine, result.node.modified_index)
+            elif mirror is not None:
+                mirror.local_delete(key, result.node.modified_index)
+        new_schedule = apply_changes(schedule, [c for c in changes if c.unit not in failed])
+        for unit in failed:  # keep the old placement for anything the store refused
+            if unit in schedule:
+                new_schedule[unit] = schedule[unit]
+            else:
+                new_schedule.pop(unit, None)
+        await self._write_assignments(machine_assignments(machines, jobs, new_schedule))
+        self.cpu_seconds += self.cpu_clock() - started
+
+    async def _write_assignments(self, desired: dict[str, dict[str, Assignment]]) -> None:
+        writes = []
+        updates: list[tuple[str, str, Assignment | None]] = []
+        for machine, units in desired.items():
+            have = self.assigned.get(machine, {})
+            for unit, assignment in units.items():
+                if have.get(unit) != assignment:
+                    writes.append(self.kv.set(self.keys.assignments(machine, unit),
+                                              json.dumps(assignment.to_json())))
+                    updates.append((machine, unit, assignment))
+            for unit in have:
+                if unit not in units:
+                    writes.append(self._delete_quietly(self.keys.assignments(machine, unit)))
+                    updates.append((machine, unit, None))
+        for machine in self.assigned:
+            if machine not in desired:
+                writes.append(self._delete_quietly(self.keys.assignments(machine),
+                                                   recursive=True))
+                updates.append((machine, "", None))
+        if not writes:
+            return
+        results = await self.registry.gather_limited(writes)
+        for (machine, unit, assignment), result in zip(updates, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("assignment write for %s/%s failed: %s", machine, unit, result)
+                continue
+            if unit == "":
+                self.assigned.pop(machine, None)
+            elif assignment is None:
+                self.assigned.get(machine, {}).pop(unit, None)
+            else:
+                self.assigned.setdefault(machine, {})[unit] = assignment
+
+    async def _delete_quietly(self, key: str, recursive: bool = False) -> None:
+        with contextlib.suppress(KeyNotFound):
+            await self.kv.delete(key, recursive=recursive)
