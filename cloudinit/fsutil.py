@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -30,10 +31,8 @@ def atomic_write(path: Path, data: bytes, mode: int, uid: int = -1, gid: int = -
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -46,9 +45,7 @@ def atomic_symlink(path: Path, target: str) -> None:
     """Point ``path`` at ``target``, replacing whatever is there (file or link)."""
     ensure_parent(path)
     tmp = path.with_name(f".cloudinit-link-{os.getpid()}-{path.name}")
-    try:
+    with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
-    except FileNotFoundError:
-        pass
     os.symlink(target, tmp)
     os.replace(tmp, path)

@@ -62,10 +62,12 @@ ETCD = _env_fields("ETCD_", """
     very_very_verbose:b
 """, renames={"snapshot_count": "ETCD_SNAPSHOTCOUNT"}, deprecated={
     name: _ETCD2_ONLY for name in (
-        "advertise_client_urls discovery_fallback discovery_srv discovery_proxy "
-        "election_timeout force_new_cluster heartbeat_interval initial_advertise_peer_urls "
-        "initial_cluster initial_cluster_state initial_cluster_token listen_client_urls "
-        "listen_peer_urls max_snapshots max_wals proxy").split()
+        "advertise_client_urls", "discovery_fallback", "discovery_srv", "discovery_proxy",
+        "election_timeout", "force_new_cluster", "heartbeat_interval",
+        "initial_advertise_peer_urls", "initial_cluster", "initial_cluster_state",
+        "initial_cluster_token", "listen_client_urls", "listen_peer_urls", "max_snapshots",
+        "max_wals", "proxy",
+    )
 })
 
 ETCD2 = _env_fields("ETCD_", """

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from flotilla.cloudinit import plan
 from flotilla.cloudinit.config import from_tree
 from flotilla.cloudinit.rawyaml import load

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 
 import pytest
-
 from flotilla.cloudinit.config import from_tree
 from flotilla.cloudinit.decode import ContentError, decode_content
 from flotilla.cloudinit.rawyaml import YamlSyntaxError, load

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from flotilla.cloudinit.main import validate_command
 from flotilla.cloudinit.validate import validate_text
 
@@ -92,13 +91,15 @@ CASES: list[tuple[str, list[str]]] = [
     (H + "coreos:\n  update:\n    reboot-strategy: off\n", []),
     (H + "coreos:\n  update:\n    reboot-strategy: sometimes\n",
      ["line 4: error: invalid value sometimes"]),
-    (H + "coreos:\n  update:\n    reboot-strategy: false\n", ["line 4: error: invalid value false"]),
+    (H + "coreos:\n  update:\n    reboot-strategy: false\n",
+     ["line 4: error: invalid value false"]),
     (H + "coreos:\n  locksmith:\n    window-start: Thu 25:00\n",
      ["line 4: error: invalid value Thu 25:00"]),
     (H + "write_files:\n  - path: /a\n    permissions: 0744\n", []),
     (H + "write_files:\n  - path: /a\n    permissions: '0744'\n", []),
     (H + "write_files:\n  - path: /a\n    permissions: 744\n", []),
-    (H + "write_files:\n  - path: /a\n    permissions: 0999\n", ["line 4: error: invalid value 0999"]),
+    (H + "write_files:\n  - path: /a\n    permissions: 0999\n",
+     ["line 4: error: invalid value 0999"]),
     (H + "unknown: hi\n", ['line 2: warning: unrecognized key "unknown"']),
     # read-only paths and write_files under coreos
     (H + "write_files:\n  - path: /usr/invalid\n",
