@@ -126,8 +126,12 @@ def apply(root: str, passwd: dict[str, Any]) -> None:
             _run(args)
     users = _entries(os.path.join(root, "etc/passwd"))
     for user in passwd.get("users", []):
-        args = plan_user(root, user, user["name"] in users)
+        existing = user["name"] in users
+        args = plan_user(root, user, existing)
         if args:
             _run(args)
+        if not existing and user.get("passwordHash") is not None and args:
+            # Ignition sets the hash again with usermod after creating the user.
+            _run(["usermod", "--root", root, "--password", user["passwordHash"], user["name"]])
         if user.get("sshAuthorizedKeys") and user.get("shouldExist") is not False:
             write_ssh_keys(root, user["name"], user["sshAuthorizedKeys"])

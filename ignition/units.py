@@ -19,7 +19,7 @@ PRESET_PATH = "/etc/systemd/system-preset/20-ignition.preset"
 
 
 def preset_lines(units: list[dict[str, Any]]) -> list[str]:
-    """Preset lines for every unit with ``enabled`` set, instances combined, sorted."""
+    """Preset lines for every unit with ``enabled`` set, in config order (as 2.14)."""
     lines = []
     for unit in units:
         enabled = unit.get("enabled")
@@ -35,7 +35,7 @@ def preset_lines(units: list[dict[str, Any]]) -> list[str]:
             lines.append(f"{verb} {template_prefix}@.{suffix} {instance}")
         else:
             lines.append(f"{verb} {name}")
-    return sorted(lines)
+    return lines
 
 
 def _write(root: str, path: str, data: str) -> None:

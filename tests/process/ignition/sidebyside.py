@@ -1,0 +1,114 @@
+"""Running Debian's ignition 2.14 and flotilla-ignition on the same config, then comparing.
+
+Both tools get a fresh root seeded with the same minimal account databases. Debian's
+binary is driven as its own blackbox tests drive it (``-platform file`` with
+``IGNITION_CONFIG_FILE``, fetch stage then files stage); its SELinux relabel step is
+satisfied with a no-op ``setfiles`` on PATH. The trees are then compared entry by entry:
+type, mode, owner, file content, link target and hard-link counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+DEBIAN_IGNITION = "/usr/lib/dracut/modules.d/30ignition/ignition"
+REPO = Path(__file__).resolve().parents[3]
+SEED = {
+    "etc/passwd": "root:x:0:0:root:/root:/bin/bash\n",
+    "etc/group": "root:x:0:\nusers:x:100:\n",
+    "etc/shadow": "root:*:19000:0:99999:7:::\n",
+    "etc/gshadow": "root:*::\nusers:*::\n",
+    "etc/selinux/config": "SELINUX=disabled\nSELINUXTYPE=targeted\n",
+}
+# Written by the tools with run-specific content: compared by presence and mode only.
+VOLATILE = {"etc/.ignition-result.json"}
+
+
+def available() -> bool:
+    return os.access(DEBIAN_IGNITION, os.X_OK)
+
+
+def seed_root(root: Path, extra: dict[str, str] | None = None) -> None:
+    for rel, text in {**SEED, **(extra or {})}.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        os.chmod(path, 0o644)
+
+
+def stub_path(work: Path) -> str:
+    bin_dir = work / "stubs"
+    bin_dir.mkdir(exist_ok=True)
+    setfiles = bin_dir / "setfiles"
+    setfiles.write_text("#!/bin/sh\ncat >/dev/null\nexit 0\n")
+    setfiles.chmod(0o755)
+    return f"{bin_dir}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+
+
+def run_debian(work: Path, root: Path, config: str) -> subprocess.CompletedProcess[str]:
+    cfg = work / "debian.ign"
+    cfg.write_text(config)
+    env = {**os.environ, "IGNITION_CONFIG_FILE": str(cfg), "PATH": stub_path(work)}
+    common = ["-platform", "file", "-root", str(root), "-config-cache",
+              str(work / "debian-cache.json"), "-state-file", str(work / "debian-state"),
+              "-log-to-stdout"]
+    fetch = subprocess.run([DEBIAN_IGNITION, "-stage", "fetch", "-neednet",
+                            str(work / "neednet"), *common], capture_output=True, text=True,
+                           env=env, timeout=60, check=False)
+    if fetch.returncode != 0:
+        return fetch
+    return subprocess.run([DEBIAN_IGNITION, "-stage", "files", *common], capture_output=True,
+                          text=True, env=env, timeout=60, check=False)
+
+
+def run_flotilla(work: Path, root: Path, config: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    cfg = work / "flotilla.ign"
+    cfg.write_text(config)
+    return subprocess.run([sys.executable, "-m", "flotilla.ignition.main", "files", "--root",
+                           str(root), "--config", str(cfg), "--system-dir",
+                           str(work / "nosystem"), *extra], capture_output=True, text=True,
+                          cwd=REPO, timeout=60, check=False)
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Everything a provisioned tree is judged by, keyed by path relative to the root."""
+    found: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if rel in ("etc/.pwd.lock",):
+                continue
+            info = os.lstat(path)
+            mode = stat.S_IMODE(info.st_mode)
+            owner = (info.st_uid, info.st_gid)
+            if stat.S_ISLNK(info.st_mode):
+                found[rel] = ("link", owner, os.readlink(path))
+            elif stat.S_ISDIR(info.st_mode):
+                found[rel] = ("dir", mode, owner)
+            else:
+                content = b"" if rel in VOLATILE else path.read_bytes()
+                found[rel] = ("file", mode, owner, info.st_nlink, content)
+    return found
+
+
+def compare(work: Path, config: dict | str, seed: dict[str, str] | None = None) -> tuple:
+    """Apply ``config`` with both tools; return (debian tree, flotilla tree)."""
+    text = config if isinstance(config, str) else json.dumps(config)
+    debian_root, ours_root = work / "debian-root", work / "flotilla-root"
+    for root in (debian_root, ours_root):
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir()
+        seed_root(root, seed)
+    debian = run_debian(work, debian_root, text)
+    assert debian.returncode == 0, debian.stdout[-3000:] + debian.stderr[-2000:]
+    ours = run_flotilla(work, ours_root, text)
+    assert ours.returncode == 0, ours.stderr
+    return snapshot(debian_root), snapshot(ours_root)
