@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import cgroups, network, rootfs
-from .machine import Machine, MachineError, _pid_alive
+from .machine import Machine, MachineError, pid_alive
 
 RUNS_DIR = rootfs.CACHE_DIR / "machines"
 
@@ -44,7 +44,7 @@ def sweep_stale_runs() -> list[str]:
             owner = int(owner_file.read_text())
         except (OSError, ValueError):
             owner = -1
-        if owner > 0 and _pid_alive(owner):
+        if owner > 0 and pid_alive(owner):
             continue
         bridge_file = run_dir / "bridge"
         for machine_dir in run_dir.iterdir():

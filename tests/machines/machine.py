@@ -39,7 +39,7 @@ def _wait_for(predicate, deadline: float, what: str, interval: float = 0.05):
         time.sleep(interval)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -215,9 +215,12 @@ class Machine:
         init = self.init_pid
         if self.launcher is not None and self.launcher.poll() is None:
             self.launcher.kill()
-        if init is not None and _pid_alive(init):
+        if init is not None and pid_alive(init):
             os.kill(init, signal.SIGKILL)
-        self._reap(time.monotonic() + STOP_DEADLINE)
+        deadline = time.monotonic() + STOP_DEADLINE
+        if init is not None:
+            _wait_for(lambda: not pid_alive(init), deadline, f"{self.name}: init to die")
+        self._reap(deadline)
 
     def stop(self, timeout: float = STOP_DEADLINE) -> None:
         """Clean shutdown (nspawn turns SIGTERM into a poweroff); falls back to :meth:`kill`."""
@@ -275,7 +278,7 @@ class Machine:
     # -- working inside ----------------------------------------------------------------
 
     def _require_init(self) -> int:
-        if self.init_pid is None or not _pid_alive(self.init_pid):
+        if self.init_pid is None or not pid_alive(self.init_pid):
             raise MachineError(f"{self.name} is not running")
         return self.init_pid
 
@@ -336,7 +339,7 @@ class Machine:
             args += ["-n", str(lines)]
         if unit:
             args += ["-u", unit]
-        if self.init_pid is not None and _pid_alive(self.init_pid):
+        if self.init_pid is not None and pid_alive(self.init_pid):
             return self.run(args, check=False).stdout
         journal_dir = self.root / "var/log/journal"
         if not journal_dir.exists():
