@@ -1,0 +1,212 @@
+"""The flotilla-cloudinit command applied to a temp root: files, users, keys, drop-ins,
+update.conf; a second run changes nothing; bad input changes nothing and exits non-zero."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CMD = [sys.executable, "-m", "flotilla.cloudinit.main"]
+AS_ROOT = os.geteuid() == 0 and shutil.which("useradd") is not None
+
+CONFIG = """\
+#cloud-config
+hostname: node7
+ssh_authorized_keys:
+  - ssh-ed25519 AAAAC3Nza core@laptop
+write_files:
+  - path: /etc/motd
+    permissions: "0640"
+    content: "hello from $public_ipv4\\n"
+  - path: /opt/data/todo
+    encoding: gz+b64
+    content: H4sIABMVh1QAA0tKLAIAqoz/dgMAAAA=
+manage_etc_hosts: localhost
+coreos:
+  etcd2:
+    name: node7
+    advertise-client-urls: http://$public_ipv4:2379
+  locksmith:
+    group: g1
+  update:
+    reboot-strategy: etcd-lock
+    group: beta
+  units:
+    - name: app.service
+      enable: true
+      command: start
+      content: |
+        [Service]
+        ExecStart=/bin/true
+        [Install]
+        WantedBy=multi-user.target
+      drop-ins:
+        - name: 10-env.conf
+          content: |
+            [Service]
+            Environment=A=1
+"""
+
+
+def make_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n"
+                                     "core:x:500:500:Core:/home/core:/bin/bash\n")
+    (root / "etc/group").write_text("root:x:0:\ncore:x:500:\nsudo:x:27:\n")
+    (root / "etc/shadow").write_text("root:*:19000:0:99999:7:::\ncore:*:19000:0:99999:7:::\n")
+    (root / "etc/gshadow").write_text("root:*::\ncore:!::\nsudo:*::\n")
+    (root / "etc/login.defs").write_text("")
+    (root / "home/core").mkdir(parents=True)
+    units = root / "usr/lib/systemd/system"
+    units.mkdir(parents=True)
+    for name in ("locksmithd.service", "update-engine.service"):
+        (units / name).write_text("[Service]\nExecStart=/bin/true\n")
+    return root
+
+
+def run(root: Path, config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COREOS_PUBLIC_IPV4": "203.0.113.7"}
+    return subprocess.run([*CMD, "--from-file", str(config), "--root", str(root), *extra],
+                          capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
+    out = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        data = path.read_bytes() if path.is_file() and not path.is_symlink() else b""
+        out[str(path.relative_to(root))] = (st.st_mode, data)
+    return out
+
+
+@pytest.mark.timeout(60)
+def test_apply_to_root_then_second_run_changes_nothing(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    config = tmp_path / "user_data"
+    config.write_text(CONFIG)
+    first = run(root, config)
+    assert first.returncode == 0, first.stderr
+    assert "applied" in first.stdout
+    motd = root / "etc/motd"
+    assert motd.read_text() == "hello from 203.0.113.7\n"
+    assert (motd.stat().st_mode & 0o777) == 0o640
+    assert (root / "opt/data/todo").read_bytes() == b"bar"
+    assert (root / "etc/hostname").read_text() == "node7\n"
+    assert (root / "etc/hosts").read_text() == "127.0.0.1 node7\n"
+    assert (root / "etc/coreos/update.conf").read_text() == (
+        "GROUP=beta\nREBOOT_STRATEGY=etcd-lock\n")
+    assert (root / "etc/environment").read_text() == "COREOS_PUBLIC_IPV4=203.0.113.7\n"
+    etcd = ('[Service]\nEnvironment="ETCD_ADVERTISE_CLIENT_URLS=http://203.0.113.7:2379"\n'
+            'Environment="ETCD_NAME=node7"\n')
+    for unit in ("etcd2.service", "kvd.service"):
+        assert (root / f"run/systemd/system/{unit}.d/20-cloudinit.conf").read_text() == etcd
+    assert (root / "run/systemd/system/locksmithd.service.d/20-cloudinit.conf").read_text() == (
+        '[Service]\nEnvironment="LOCKSMITHD_GROUP=g1"\n')
+    assert (root / "etc/systemd/system/app.service.d/10-env.conf").read_text() == (
+        "[Service]\nEnvironment=A=1\n")
+    assert (root / "etc/systemd/system/multi-user.target.wants/app.service").is_symlink()
+    keys = root / "home/core/.ssh"
+    assert (keys / "authorized_keys.d/coreos-cloudinit").read_text() == (
+        "ssh-ed25519 AAAAC3Nza core@laptop\n")
+    assert "ssh-ed25519 AAAAC3Nza core@laptop" in (keys / "authorized_keys").read_text()
+    assert (keys.stat().st_uid, keys.stat().st_mode & 0o777) == (500, 0o700)
+    lines = first.stdout.splitlines()
+    assert lines.index("[change] daemon-reload") < lines.index("[change] start app.service")
+
+    before = snapshot(root)
+    second = run(root, config)
+    assert second.returncode == 0, second.stderr
+    assert "no changes: the machine already matches the config" in second.stdout
+    assert not [line for line in second.stdout.splitlines() if line.startswith("[change]")]
+    assert snapshot(root) == before
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not AS_ROOT, reason="useradd --prefix needs root")
+def test_users_are_created_with_useradd_once(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    config = tmp_path / "user_data"
+    config.write_text("#cloud-config\nusers:\n  - name: elroy\n    passwd: $6$s$h\n"
+                      "    groups: [sudo]\n    gecos: Elroy Jetson\n"
+                      "    ssh-authorized-keys: [ssh-rsa AAAAB elroy@x]\n")
+    first = run(root, config)
+    assert first.returncode == 0, first.stderr
+    passwd = (root / "etc/passwd").read_text()
+    assert "elroy:x:" in passwd and "Elroy Jetson" in passwd
+    assert "elroy:$6$s$h:" in (root / "etc/shadow").read_text()
+    assert "sudo:x:27:elroy" in (root / "etc/group").read_text()
+    key = root / "home/elroy/.ssh/authorized_keys.d/coreos-cloudinit"
+    assert key.read_text() == "ssh-rsa AAAAB elroy@x\n"
+    second = run(root, config)
+    assert "no changes" in second.stdout, second.stdout + second.stderr
+
+
+BAD = {
+    "malformed yaml": "#cloud-config\nwrite_files:\n  - path: /etc/a\n   content: [x\n",
+    "wrong type": "#cloud-config\nhostname: h\nusers: elroy\n",
+    "dotdot path": "#cloud-config\nwrite_files:\n  - path: /etc/../root/x\n    content: x\n",
+    "unknown encoding": ("#cloud-config\nwrite_files:\n  - path: /etc/a\n    encoding: rot13\n"
+                         "    content: x\n"),
+    "missing unit": ("#cloud-config\nhostname: h\nwrite_files:\n  - path: /etc/a\n"
+                     "    content: x\ncoreos:\n  units:\n    - name: nope.service\n"
+                     "      command: start\n"),
+    "bad value": "#cloud-config\nhostname: h\ncoreos:\n  update:\n    reboot-strategy: sometimes\n",
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_changes_nothing_and_fails(tmp_path: Path, case: str) -> None:
+    root = make_root(tmp_path)
+    config = tmp_path / "user_data"
+    config.write_text(BAD[case])
+    before = snapshot(root)
+    result = run(root, config)
+    assert result.returncode == 1
+    assert "nothing was changed" in result.stderr
+    assert snapshot(root) == before
+
+
+@pytest.mark.timeout(60)
+def test_dry_run_prints_steps_and_applies_nothing(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    config = tmp_path / "user_data"
+    config.write_text(CONFIG)
+    before = snapshot(root)
+    result = run(root, config, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "[change] write /etc/motd mode 0640 (23 bytes)" in result.stdout
+    assert result.stdout.rstrip().endswith("change(s) planned")
+    assert snapshot(root) == before
+
+
+@pytest.mark.timeout(60)
+def test_ignition_config_is_left_alone(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    config = tmp_path / "user_data"
+    config.write_text('{"ignition": {"version": "3.4.0"}}')
+    result = run(root, config)
+    assert result.returncode == 0
+    assert "Detected an Ignition config. Exiting..." in result.stdout
+
+
+@pytest.mark.timeout(60)
+def test_script_runs_as_a_transient_unit_after_the_config(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    config = tmp_path / "user_data"
+    config.write_text("#!/bin/bash\necho $public_ipv4 > /tmp/x\n")
+    result = run(root, config, "--workspace", "/var/lib/fc")
+    assert result.returncode == 0, result.stderr
+    unit = (root / "var/lib/fc/scripts/unit-name").read_text().strip()
+    assert unit.startswith("flotilla-cloudinit-") and unit.endswith(".service")
+    script = root / "var/lib/fc/scripts" / unit.removeprefix("flotilla-cloudinit-").removesuffix(
+        ".service")
+    assert script.read_text() == "#!/bin/bash\necho 203.0.113.7 > /tmp/x\n"
+    assert (script.stat().st_mode & 0o777) == 0o744
+    assert f"run script as {unit}" in result.stdout
