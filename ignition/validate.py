@@ -17,7 +17,8 @@ from flotilla.ignition import unitfile, urls
 from flotilla.ignition.jsonpos import Path
 from flotilla.ignition.report import Report
 
-_GUID = re.compile(r"^(|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})$")
+_GUID = re.compile(
+    r"^(|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})$")
 UNIT_SUFFIXES = (".service", ".socket", ".device", ".mount", ".automount", ".swap", ".target",
                  ".path", ".timer", ".snapshot", ".slice", ".scope")
 FS_FORMATS = ("", "ext4", "btrfs", "xfs", "vfat", "swap")
@@ -53,6 +54,11 @@ def check_resource(report: Report, path: Path, res: dict[str, Any], minor: int,
     source = res.get("source")
     if source_required and not source:
         report.error(path, M.SOURCE_REQUIRED)
+    if source:
+        try:
+            urls.validate(source)
+        except urls.URLError as exc:
+            report.error((*path, "source"), str(exc))
     compression = res.get("compression")
     if compression not in (None, "", "gzip"):
         report.error((*path, "compression"), M.COMPRESSION_INVALID)
@@ -61,11 +67,6 @@ def check_resource(report: Report, path: Path, res: dict[str, Any], minor: int,
         problem = _check_hash(digest, minor)
         if problem:
             report.error((*path, "verification", "hash"), problem)
-    if source:
-        try:
-            urls.validate(source)
-        except urls.URLError as exc:
-            report.error((*path, "source"), str(exc))
     headers = res.get("httpHeaders") or []
     if headers and urls.scheme_of(source or "") not in ("http", "https"):
         report.error((*path, "httpHeaders"), M.HEADERS_WRONG_SCHEME)
@@ -291,7 +292,7 @@ def validate(cfg: dict[str, Any], minor: int) -> Report:
         check_resource(report, ("ignition", "config", "merge", index), res, minor, True)
     if "replace" in config:
         check_resource(report, ("ignition", "config", "replace"), config["replace"], minor,
-                       True)
+                       False)
     for index, res in enumerate(ign.get("security", {}).get("tls", {})
                                 .get("certificateAuthorities", [])):
         check_resource(report, ("ignition", "security", "tls", "certificateAuthorities", index),
