@@ -12,7 +12,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from flotilla.cloudinit import datasource as ds
 
 CONFIG = b"#cloud-config\nwrite_files:\n  - path: /etc/from-url\n    content: $private_ipv4\n"
@@ -26,7 +25,7 @@ class Server:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 owner.hits[self.path] = owner.hits.get(self.path, 0) + 1
                 if owner.failures.get(self.path, 0) > 0:
                     owner.failures[self.path] -= 1
