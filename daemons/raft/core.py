@@ -18,9 +18,9 @@ Choices made here:
 * Proposals on a follower raise `NotLeader` with the leader's id (no silent forwarding:
   the shell redirects the client, which keeps "acknowledged" unambiguous). A ``PROP``
   message arriving at the leader is still accepted, for shells that forward.
-* A brand-new cluster is bootstrapped by writing one conf-change entry per initial
-  member at term 1 on every member, so a node joining later learns the membership from
-  the log (or a snapshot) like any other change.
+* A brand-new cluster starts from a synthetic snapshot at index 1 (term 1, empty data)
+  holding the initial membership, identical on every member; a node joining later
+  receives it (or a later snapshot) and then the log, like any lagging follower.
 * Appends and read heartbeats are produced when the Ready is collected, so many
   proposals (and many reads) made between two Readies share one message per follower.
 """
@@ -60,6 +60,8 @@ MT = MessageType
 #: Vote requests carrying this context come from a leadership transfer and bypass the
 #: CheckQuorum lease (the old leader itself asked for the election).
 TRANSFER_CONTEXT = b"transfer"
+#: Index of the synthetic snapshot that carries a new cluster's initial membership.
+BOOTSTRAP_INDEX = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,23 +182,16 @@ class RaftNode:
         self._reset_randomized_timeout()
 
     def _bootstrap(self, peers: tuple[int, ...], learners: tuple[int, ...]) -> None:
-        entries = []
-        for node in peers:
-            cc = ConfChange(ConfChangeType.ADD_VOTER, node)
-            entries.append(
-                Entry(1, len(entries) + 1, EntryType.CONF_CHANGE, encode_conf_change(cc))
-            )
-        for node in learners:
-            cc = ConfChange(ConfChangeType.ADD_LEARNER, node)
-            entries.append(
-                Entry(1, len(entries) + 1, EntryType.CONF_CHANGE, encode_conf_change(cc))
-            )
+        # The initial membership must appear at once: a node that learnt "add 1" but not
+        # yet "add 2" would believe it is alone and elect itself. So every initial member
+        # starts from the same synthetic snapshot at index 1, term 1, with empty
+        # application data, and a joiner receives that snapshot like any other.
+        snap = Snapshot(SnapshotMeta(BOOTSTRAP_INDEX, 1, peers, learners), b"")
         self.term = 1
-        self.log.append(entries)
-        self.log.unstable_from = 1
-        # Committed at once (every member writes the same entries); they reach the
-        # application in the first Ready and take effect on advance, as after a restart.
-        self.log.commit_to(len(entries))
+        self.log.restore(snap)
+        self.voters = set(peers)
+        self.learners = set(learners)
+        self.conf_history = [(BOOTSTRAP_INDEX, peers, learners)]
 
     # -- public API ----------------------------------------------------------------------
 

@@ -78,6 +78,7 @@ class SimNode:
     restarts: int = 0
     #: context -> global commit index when the read was requested
     reads: dict[bytes, int] = field(default_factory=dict)
+    held: Ready | None = None  # taken from the core, not yet persisted (async shell)
 
 
 @dataclass(frozen=True)
@@ -90,14 +91,17 @@ class Scenario:
     loss: float
     dup: float
     max_delay: int
+    p_late: float
     p_partition: float
     p_crash: float
+    p_restart: float
     p_propose: float
     p_conf: float
     p_transfer: float
     p_compact: float
     p_read: float
     p_defer_ready: float
+    p_hold: float
     pre_vote: bool
     check_quorum: bool
     max_inflight: int
@@ -109,19 +113,22 @@ def scenario_for(seed: int, nodes: int | None = None) -> Scenario:
     n = nodes if nodes is not None else (3 if seed % 2 == 0 else 5)
     return Scenario(
         nodes=n,
-        chaos_ticks=r.randint(40, 80),
+        chaos_ticks=r.randint(60, 120),
         heal_ticks=250,
         loss=r.choice([0.0, 0.02, 0.1]),
         dup=r.choice([0.0, 0.02, 0.05]),
         max_delay=r.choice([0, 1, 3]),
-        p_partition=r.choice([0.0, 0.03, 0.08]),
-        p_crash=r.choice([0.0, 0.02, 0.05]),
+        p_late=r.choice([0.0, 0.01]),
+        p_partition=r.choice([0.0, 0.03, 0.08, 0.2]),
+        p_crash=r.choice([0.0, 0.02, 0.05, 0.15]),
+        p_restart=r.choice([0.1, 0.5]),
         p_propose=r.choice([0.3, 0.6]),
         p_conf=r.choice([0.0, 0.03]),
         p_transfer=r.choice([0.0, 0.02]),
         p_compact=r.choice([0.0, 0.05]),
         p_read=r.choice([0.0, 0.1]),
         p_defer_ready=r.choice([0.0, 0.2]),
+        p_hold=r.choice([0.0, 0.3]),
         pre_vote=r.random() < 0.7,
         check_quorum=r.random() < 0.7,
         max_inflight=r.choice([1, 4, 64]),
@@ -159,7 +166,7 @@ class Sim:
         self.commit_seen = 0  # highest commit index any node reported
         for node_id in self.initial:
             self.nodes[node_id] = SimNode(node_id, Storage())
-            self._start(node_id, peers=self.initial)
+            self._start(node_id)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -179,15 +186,17 @@ class Sim:
             pre_vote=sc.pre_vote,
         )
 
-    def _start(self, node_id: int, peers: tuple[int, ...] = ()) -> None:
+    def _start(self, node_id: int) -> None:
         node = self.nodes[node_id]
+        # Like a real shell, a restart passes the same initial membership again; the core
+        # uses it only when storage is empty (a crash before the first write).
+        peers = self.initial if node_id in self.initial else ()
         st = node.storage
         persisted = PersistedState(st.hard, tuple(st.entries), st.snapshot)
         rng = random.Random(self.seed * 7919 + node_id * 104729 + node.restarts)
-        fresh = st.hard == HardState() and not st.entries and st.snapshot.is_empty
         node.core = RaftNode(
             node_id,
-            peers=peers if fresh else (),
+            peers=peers,
             persisted=persisted,
             config=self._config(),
             rng=rng,
@@ -196,6 +205,7 @@ class Sim:
         node.applied = st.snapshot.meta.index
         node.app_hash = _snap_hash(st.snapshot)
         node.reads = {}
+        node.held = None
         self._note("start", node_id)
 
     def _note(self, *event: object) -> None:
@@ -203,9 +213,11 @@ class Sim:
 
     def crash(self, node_id: int, *, mid_ready: bool = False) -> None:
         node = self.nodes[node_id]
-        if mid_ready and node.core is not None and node.core.has_ready():
-            rd = node.core.ready()
-            self._persist(node, rd)  # durable, but neither sent nor applied
+        if mid_ready and node.held is not None:
+            self._persist(node, node.held)  # durable, but neither sent nor applied
+        elif mid_ready and node.core is not None and node.core.has_ready():
+            self._persist(node, node.core.ready())
+        node.held = None
         node.core = None
         node.up = False
         node.restarts += 1
@@ -219,7 +231,10 @@ class Sim:
         copies = 2 if r.random() < sc.dup else 1
         for _ in range(copies):
             self.seq += 1
-            self.net.append((self.now + r.randint(0, sc.max_delay), self.seq, m))
+            delay = r.randint(0, sc.max_delay)
+            if sc.p_late and r.random() < sc.p_late:
+                delay += r.randint(5, 30)  # a stale message from the past
+            self.net.append((self.now + delay, self.seq, m))
 
     # -- Ready handling and the checks ---------------------------------------------------
 
@@ -249,11 +264,24 @@ class Sim:
                 self.fail(f"node {node.id} term went backwards")
             st.hard = rd.hard_state
 
-    def process_ready(self, node: SimNode) -> None:
+    def process_ready(self, node: SimNode, hold: bool = False) -> None:
+        """Take the node's Ready and handle it, or (``hold``) only take it for now.
+
+        A held Ready models a shell whose disk write is still running while messages
+        and ticks keep arriving: the core sees steps between ``ready`` and ``advance``.
+        """
         core = node.core
-        if core is None or not core.has_ready():
+        if core is None:
             return
-        rd = core.ready()
+        if node.held is not None:
+            rd, node.held = node.held, None
+        elif not core.has_ready():
+            return
+        else:
+            rd = core.ready()
+            if hold:
+                node.held = rd
+                return
         self._persist(node, rd)
         for m in rd.messages:
             self._send(m)
@@ -357,7 +385,7 @@ class Sim:
                 self._start(victim)
         for node_id in ids:  # crashed nodes come back after a while
             node = self.nodes[node_id]
-            if not node.up and r.random() < 0.1:
+            if not node.up and r.random() < sc.p_restart:
                 self._start(node_id)
 
     def _client(self, chaos: bool) -> None:
@@ -468,7 +496,7 @@ class Sim:
                 node = self.nodes[node_id]
                 if chaos and r.random() < self.sc.p_defer_ready:
                     continue
-                self.process_ready(node)
+                self.process_ready(node, hold=chaos and r.random() < self.sc.p_hold)
 
     # -- the whole run -------------------------------------------------------------------
 
@@ -536,12 +564,14 @@ def _calm(sc: Scenario) -> Scenario:
         sc,
         loss=0.0,
         dup=0.0,
+        p_late=0.0,
         p_partition=0.0,
         p_crash=0.0,
         p_propose=0.1,
         p_conf=0.0,
         p_transfer=0.0,
         p_defer_ready=0.0,
+        p_hold=0.0,
     )
 
 
@@ -550,8 +580,8 @@ def _encode_state(node: SimNode) -> bytes:
 
 
 def _snap_hash(snap: Snapshot) -> int:
-    if snap.is_empty:
-        return 0
+    if snap.is_empty or not snap.data:
+        return 0  # no snapshot, or the bootstrap snapshot: empty application state
     return int(snap.data.split(b":")[1])
 
 
