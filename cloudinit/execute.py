@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import plan
 from .accounts import Accounts
-from .fsutil import atomic_symlink, atomic_write, ensure_parent
+from .fsutil import atomic_symlink, atomic_write, ensure_parent, sync_dirs
 from .systemd_api import HostnameControl, SystemdControl
 
 
@@ -34,6 +34,8 @@ class Host:
     hostnamed: HostnameControl
     run: Callable[[list[str]], None] = field(default=lambda argv: _run(argv))
     systemd_seconds: float = 0.0
+    tool_seconds: float = 0.0
+    dirty_dirs: set[Path] = field(default_factory=set)
 
     def path(self, machine_path: str) -> Path:
         return self.root / machine_path.lstrip("/")
@@ -119,6 +121,8 @@ async def apply(steps: list[plan.Step], host: Host,
         except Exception as err:  # every failure is reported against its step
             raise ApplyError(f"{step.action.describe()}: {err}") from err
         changed += 1
+    sync_dirs(host.dirty_dirs)
+    host.dirty_dirs.clear()
     return changed
 
 
@@ -135,19 +139,24 @@ async def _apply_one(step: plan.Step, host: Host) -> None:
     if isinstance(a, plan.SetHostname):
         await _timed_systemd(host, host.hostnamed.set_static_hostname(a.hostname))
     elif isinstance(a, plan.EnsureUser):
-        if step.argv:
-            host.run(["useradd", *host.tool_args(), *step.argv])
-        else:
-            host.run(["usermod", *host.tool_args(), "--password", a.user.passwd, a.user.name])
+        started = time.perf_counter()
+        try:
+            if step.argv:
+                host.run(["useradd", *host.tool_args(), *step.argv])
+            else:
+                host.run(["usermod", *host.tool_args(), "--password", a.user.passwd,
+                          a.user.name])
+        finally:
+            host.tool_seconds += time.perf_counter() - started
     elif isinstance(a, plan.InstallKeys):
         _install_keys(a, step.payload, host)
     elif isinstance(a, plan.WriteFile):
         owner = Accounts(host.root).resolve_owner(a.owner) if a.owner else (-1, -1)
         if owner is None:
             raise ApplyError(f'owner "{a.owner}" does not exist')
-        atomic_write(host.path(a.path), step.payload, a.mode, *owner)
+        atomic_write(host.path(a.path), step.payload, a.mode, *owner, host.dirty_dirs)
     elif isinstance(a, plan.EtcHosts | plan.MergeEnvFile | plan.WriteUnitFile):
-        atomic_write(host.path(a.path), step.payload, 0o644)
+        atomic_write(host.path(a.path), step.payload, 0o644, dirty_dirs=host.dirty_dirs)
     elif isinstance(a, plan.MaskUnit):
         atomic_symlink(host.path(a.path), "/dev/null")
     elif isinstance(a, plan.UnmaskUnit):

@@ -18,7 +18,11 @@ def ensure_parent(path: Path) -> None:
     parent.mkdir(mode=0o755, parents=True, exist_ok=True)
 
 
-def atomic_write(path: Path, data: bytes, mode: int, uid: int = -1, gid: int = -1) -> None:
+def atomic_write(path: Path, data: bytes, mode: int, uid: int = -1, gid: int = -1,
+                 dirty_dirs: set[Path] | None = None) -> None:
+    """Write via temp+fsync+rename. The directory entry is synced now, or, when
+    ``dirty_dirs`` is given, recorded there so a batch of writes syncs each directory once
+    (see :func:`sync_dirs`)."""
     ensure_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=".cloudinit-temp", dir=path.parent)
     try:
@@ -34,11 +38,19 @@ def atomic_write(path: Path, data: bytes, mode: int, uid: int = -1, gid: int = -
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    if dirty_dirs is not None:
+        dirty_dirs.add(path.parent)
+    else:
+        sync_dirs({path.parent})
+
+
+def sync_dirs(directories: set[Path]) -> None:
+    for directory in sorted(directories):
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def atomic_symlink(path: Path, target: str) -> None:

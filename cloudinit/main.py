@@ -212,8 +212,9 @@ async def run(args: argparse.Namespace) -> int:
         except Exception as err:  # the script's own failure is reported, not raised
             _err(f"script failed: {err}")
             return 0 if args.ignore_failure else 1
-    own = time.perf_counter() - started - host.systemd_seconds
-    timing = f"(own {own * 1000:.0f} ms, systemd {host.systemd_seconds * 1000:.0f} ms)"
+    own = time.perf_counter() - started - host.systemd_seconds - host.tool_seconds
+    timing = (f"(own {own * 1000:.0f} ms, systemd {host.systemd_seconds * 1000:.0f} ms, "
+              f"useradd/usermod {host.tool_seconds * 1000:.0f} ms)")
     if applied:
         _say(f"applied {applied} change(s) {timing}")
     else:

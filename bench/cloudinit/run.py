@@ -93,15 +93,17 @@ def main() -> None:
         config = base / "user_data"
         config.write_text(typical_config(with_users))
         cmd = [sys.executable, "-m", "flotilla.cloudinit.main", "--from-file", str(config)]
-        anchor, first, second, own_first, own_second, systemd = [], [], [], [], [], []
+        anchor, first, second, own_first, own_second, systemd, tool = [], [], [], [], [], [], []
         for _ in range(args.rounds):
             anchor.append(timed([sys.executable, "-c", "pass"])[0])
             root = make_root(base)
             ms, out = timed([*cmd, "--root", str(root)])
             first.append(ms)
-            own, job = map(float, re.search(r"own (\d+) ms, systemd (\d+) ms", out).groups())
+            own, job, tools = map(float, re.search(
+                r"own (\d+) ms, systemd (\d+) ms, useradd/usermod (\d+) ms", out).groups())
             own_first.append(own)
             systemd.append(job)
+            tool.append(tools)
             ms, out = timed([*cmd, "--root", str(root)])
             assert "no changes" in out, out
             second.append(ms)
@@ -118,6 +120,7 @@ def main() -> None:
         print(f"first apply, own time          {statistics.median(own_first):7.1f} ms "
               f"(goal < {GOAL_MS:.0f} ms; excludes interpreter start)")
         print(f"first apply, systemd stand-in  {statistics.median(systemd):7.1f} ms")
+        print(f"first apply, useradd/usermod   {statistics.median(tool):7.1f} ms")
         print(f"second run, own time           {statistics.median(own_second):7.1f} ms")
         print(f"import flotilla.cloudinit.main {imp:7.1f} ms  ({imp / a:4.1f}x anchor)")
     finally:
