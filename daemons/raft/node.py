@@ -36,6 +36,7 @@ import signal
 import ssl
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -145,6 +146,9 @@ class RaftShell:
         self.core: RaftNode | None = None
         self.transport: PeerTransport | None = None
         self.removed = False
+        self.failed: BaseException | None = None
+        #: called if a background task dies; the demo runner exits the process
+        self.on_failure: Callable[[BaseException], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -186,6 +190,19 @@ class RaftShell:
             loop.create_task(self._run(), name="raft-ready-loop"),
             loop.create_task(self._ticker(), name="raft-ticker"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A dead Ready loop must not leave a member that looks alive but never acts."""
+        if task.cancelled() or self._stopping:
+            return
+        exc = task.exception()
+        log.critical("node %d: %s stopped: %r", self.cfg.node_id, task.get_name(), exc,
+                     exc_info=exc)
+        self.failed = exc or RuntimeError(f"{task.get_name()} ended")
+        if self.on_failure is not None:
+            self.on_failure(self.failed)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -435,6 +452,8 @@ class RaftShell:
         self.stats.snapshots_taken += 1
 
     def _restore(self, data: bytes) -> None:
+        if not data:
+            return  # the core's bootstrap snapshot: membership only, empty application
         obj = _unpack(data)
         self.sm.restore(obj["app"])
         for key, addr in obj["peers"].items():
@@ -558,14 +577,16 @@ async def _serve(args: argparse.Namespace) -> None:
         snapshot_every=args.snapshot_every,
         proposal_timeout=args.proposal_timeout,
         fsync=not args.no_fsync,
+        segment_bytes=args.segment_bytes,
         server_ssl=server_ssl,
         client_ssl=client_ssl,
     )
     sm = ListMachine()
     shell = RaftShell(cfg, sm)
+    stop = asyncio.Event()
+    shell.on_failure = lambda exc: stop.set()
     await shell.start()
     server = await asyncio.start_server(DemoServer(shell, sm).handle, *args.client)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -573,6 +594,8 @@ async def _serve(args: argparse.Namespace) -> None:
     await stop.wait()
     server.close()
     await shell.stop()
+    if shell.failed is not None:
+        raise SystemExit(f"node {args.id}: stopped after an internal error: {shell.failed!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -590,6 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--snapshot-every", type=int, default=10_000)
     p.add_argument("--proposal-timeout", type=float, default=5.0)
     p.add_argument("--no-fsync", action="store_true")
+    p.add_argument("--segment-bytes", type=int, default=64 * 1024 * 1024)
     p.add_argument("--peer-cert")
     p.add_argument("--peer-key")
     p.add_argument("--peer-ca")

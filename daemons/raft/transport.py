@@ -234,7 +234,7 @@ class PeerTransport:
         self.stats = TransportStats()
         self._peers: dict[int, _Peer] = {}
         self._server: asyncio.base_events.Server | None = None
-        self._inbound: set[asyncio.Task[None]] = set()
+        self._inbound: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -282,11 +282,12 @@ class PeerTransport:
         for peer in list(self._peers.values()):
             await peer.stop()
         self._peers.clear()
-        for task in list(self._inbound):
-            task.cancel()
-        for task in list(self._inbound):
+        # Abort inbound connections rather than cancelling their handler tasks: the
+        # handlers then end normally (asyncio logs cancelled stream handlers as errors).
+        for task, writer in list(self._inbound.items()):
+            writer.transport.abort()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                await asyncio.wait_for(asyncio.shield(task), 1.0)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
@@ -296,7 +297,7 @@ class PeerTransport:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._inbound.add(task)
+        self._inbound[task] = writer
         peername = writer.get_extra_info("peername")
         try:
             await self._serve(reader, peername)
@@ -308,7 +309,7 @@ class PeerTransport:
         except (ConnectionError, OSError, TimeoutError, ssl.SSLError) as exc:
             log.info("peer connection from %s closed: %s", peername, exc)
         finally:
-            self._inbound.discard(task)
+            self._inbound.pop(task, None)
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, peername: Any) -> None:
