@@ -11,15 +11,6 @@ from flotilla.daemons import systemd as sd
 
 from .systemd_api import SystemdError
 
-_COMMANDS = {
-    "start": "StartUnit",
-    "stop": "StopUnit",
-    "restart": "RestartUnit",
-    "reload": "ReloadUnit",
-    "try-restart": "TryRestartUnit",
-    "reload-or-restart": "ReloadOrRestartUnit",
-    "reload-or-try-restart": "ReloadOrTryRestartUnit",
-}
 JOB_TIMEOUT = 600.0  # the original's units allowed 10 minutes for the whole run
 
 
@@ -55,11 +46,8 @@ class DbusSystemd:
             raise SystemdError(f"enable {' '.join(names)}: {err}") from err
 
     async def unit_command(self, name: str, command: str) -> None:
-        member = _COMMANDS[command]
         try:
-            # All seven job methods share one shape; the client's job runner waits for
-            # JobRemoved and raises unless the result is "done".
-            await self.client._run_job(member, name, "replace", JOB_TIMEOUT, command)
+            await self.client.unit_command(command, name, timeout=JOB_TIMEOUT)
         except sd.SystemdError as err:
             raise SystemdError(f"{command} {name}: {err}") from err
 

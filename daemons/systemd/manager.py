@@ -30,6 +30,16 @@ JOB_MODES = frozenset(
     {"replace", "fail", "isolate", "ignore-dependencies", "ignore-requirements", "flush",
      "replace-irreversibly"}
 )
+# systemctl's job verbs and the Manager methods behind them.
+JOB_COMMANDS = {
+    "start": "StartUnit",
+    "stop": "StopUnit",
+    "restart": "RestartUnit",
+    "reload": "ReloadUnit",
+    "try-restart": "TryRestartUnit",
+    "reload-or-restart": "ReloadOrRestartUnit",
+    "reload-or-try-restart": "ReloadOrTryRestartUnit",
+}
 DEFAULT_JOB_TIMEOUT = 90.0
 # Results of jobs that finished before the caller got around to waiting for them.
 _RECENT_JOBS_KEPT = 512
@@ -172,36 +182,39 @@ class Systemd:
             raise JobFailed(name, job_type, result)
         return result
 
+    async def unit_command(
+        self, command: str, name: str, mode: str = "replace",
+        timeout: float | None = DEFAULT_JOB_TIMEOUT,
+    ) -> str:
+        """Runs one of systemctl's job verbs (see JOB_COMMANDS) on ``name`` and waits for
+        the job; raises :class:`JobFailed` unless its result is ``done``."""
+        member = JOB_COMMANDS.get(command)
+        if member is None:
+            raise InvalidArgument(
+                f"unknown unit command {command!r} (one of {', '.join(JOB_COMMANDS)})", unit=name
+            )
+        return await self._run_job(member, name, mode, timeout, command)
+
     async def start_unit(
         self, name: str, mode: str = "replace", timeout: float | None = DEFAULT_JOB_TIMEOUT
     ) -> str:
         """Starts ``name`` and waits for the job; raises :class:`JobFailed` unless done."""
-        return await self._run_job("StartUnit", name, mode, timeout, "start")
+        return await self.unit_command("start", name, mode, timeout)
 
     async def stop_unit(
         self, name: str, mode: str = "replace", timeout: float | None = DEFAULT_JOB_TIMEOUT
     ) -> str:
-        return await self._run_job("StopUnit", name, mode, timeout, "stop")
+        return await self.unit_command("stop", name, mode, timeout)
 
     async def restart_unit(
         self, name: str, mode: str = "replace", timeout: float | None = DEFAULT_JOB_TIMEOUT
     ) -> str:
-        return await self._run_job("RestartUnit", name, mode, timeout, "restart")
-
-    async def try_restart_unit(
-        self, name: str, mode: str = "replace", timeout: float | None = DEFAULT_JOB_TIMEOUT
-    ) -> str:
-        return await self._run_job("TryRestartUnit", name, mode, timeout, "try-restart")
+        return await self.unit_command("restart", name, mode, timeout)
 
     async def reload_unit(
         self, name: str, mode: str = "replace", timeout: float | None = DEFAULT_JOB_TIMEOUT
     ) -> str:
-        return await self._run_job("ReloadUnit", name, mode, timeout, "reload")
-
-    async def reload_or_restart_unit(
-        self, name: str, mode: str = "replace", timeout: float | None = DEFAULT_JOB_TIMEOUT
-    ) -> str:
-        return await self._run_job("ReloadOrRestartUnit", name, mode, timeout, "reload-or-restart")
+        return await self.unit_command("reload", name, mode, timeout)
 
     async def start_transient_unit(
         self,

@@ -306,6 +306,16 @@ class Machine:
             )
         return result
 
+    def run_host_program(
+        self, argv: Sequence[str], *, timeout: float | None = 120.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Runs a host program (e.g. the host's venv python) inside the machine's PID
+        namespace only. Services that identify callers by PID (logind) then see a real
+        process of the machine, while the program keeps the host's files."""
+        pid = self._require_init()
+        cmd = ["nsenter", "-t", str(pid), "-p", "--", *argv]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
     def path(self, inside: str) -> Path:
         """The host path of ``inside`` as the running machine sees it (tmpfs mounts too)."""
         return Path(f"/proc/{self._require_init()}/root") / inside.lstrip("/")
