@@ -184,5 +184,6 @@ def files_stage(root: str, config: dict[str, Any], force: bool = False,
         filesystem_entries.apply(root, storage, fetched)
     if "systemd" in parts:
         units.apply(root, config.get("systemd", {}))
+    os.sync()
     if parts == ("passwd", "files", "systemd"):
         write_result(root, config, datetime.datetime.now(datetime.UTC))

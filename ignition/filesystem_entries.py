@@ -5,7 +5,9 @@ touch the root, so a failed download or a hash mismatch leaves the root exactly 
 Entries are written shallowest first (a stable sort by path depth over files, directories
 and links, hard links last), leading directories are created 0755 root:root, a new file
 defaults to 0644 and a new directory to 0755, and an existing file with no new contents
-keeps its data and mode.
+keeps its data and mode. Files are written to a temporary name and renamed into place; the
+stage syncs once at the end instead of after every file, since a stage that dies midway is
+rerun whole (the first-boot marker is written only after that sync).
 """
 
 from __future__ import annotations
@@ -79,9 +81,14 @@ class Owners:
         return uid, gid
 
 
-def make_leading_dirs(root: str, config_path: str) -> None:
+def make_leading_dirs(root: str, config_path: str, known: set[str] | None = None) -> None:
+    """Create missing parents 0755 root:root; ``known`` caches parents already checked."""
     parent = os.path.dirname(config_path.rstrip("/"))
+    if known is not None and parent in known:
+        return
     parts = [p for p in parent.split("/") if p]
+    if known is not None:
+        known.add(parent)
     for depth in range(1, len(parts) + 1):
         host = rootpath.resolve(root, "/" + "/".join(parts[:depth]), follow_last=True)
         if os.path.isdir(host):
@@ -93,17 +100,20 @@ def make_leading_dirs(root: str, config_path: str) -> None:
         os.chown(host, 0, 0)
 
 
-def _write_atomic(host: str, data: bytes, mode: int, uid: int, gid: int) -> None:
-    tmp = f"{host}.flotilla-ignition.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+def _write_atomic(host: str, data: bytes, mode: int, uid: int, gid: int,
+                  fresh: bool = False) -> None:
+    """Write via a temporary name and rename; a ``fresh`` path has nothing to protect."""
+    tmp = host if fresh else f"{host}.flotilla-ignition.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_EXCL if fresh else os.O_TRUNC)
+    fd = os.open(tmp, flags, 0o600)
     try:
         os.write(fd, data) if len(data) < 1 << 20 else _write_all(fd, data)
         os.fchown(fd, uid, gid)
         os.fchmod(fd, mode)
-        os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, host)
+    if not fresh:
+        os.replace(tmp, host)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -122,9 +132,10 @@ def _remove(host: str) -> None:
         os.unlink(host)
 
 
-def write_file(root: str, item: FetchedFile, owners: Owners) -> None:
+def write_file(root: str, item: FetchedFile, owners: Owners,
+               known: set[str] | None = None) -> None:
     node = item.node
-    make_leading_dirs(root, node["path"])
+    make_leading_dirs(root, node["path"], known)
     host = rootpath.resolve(root, node["path"])
     exists = os.path.lexists(host)
     if exists and item.contents is not None and not node.get("overwrite"):
@@ -143,12 +154,16 @@ def write_file(root: str, item: FetchedFile, owners: Owners) -> None:
         uid, gid = owners.ids(node, (0, 0))
         data = item.contents or b""
     if data is not None:
-        _write_atomic(host, data, mode, uid, gid)
+        _write_atomic(host, data, mode, uid, gid, fresh=not exists)
+    if not item.appends:
+        if data is None:
+            os.chown(host, uid, gid)
+            os.chmod(host, mode)
+        return
     for extra in item.appends:
         fd = os.open(host, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
         try:
             _write_all(fd, extra)
-            os.fsync(fd)
         finally:
             os.close(fd)
     os.chown(host, uid, gid)
@@ -211,10 +226,11 @@ def ordered_nodes(storage: dict[str, Any]) -> list[tuple[str, Any]]:
 def apply(root: str, storage: dict[str, Any], fetched: list[FetchedFile]) -> None:
     owners = Owners(root)
     by_path = {item.node["path"]: item for item in fetched}
+    known: set[str] = set()
     for kind, node in ordered_nodes(storage):
         try:
             if kind == "file":
-                write_file(root, by_path[node["path"]], owners)
+                write_file(root, by_path[node["path"]], owners, known)
             elif kind == "directory":
                 write_directory(root, node, owners)
             else:

@@ -48,7 +48,6 @@ def _write(root: str, path: str, data: str) -> None:
     try:
         os.write(fd, data.encode())
         os.fchmod(fd, 0o644)
-        os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, host)
