@@ -444,10 +444,10 @@ class RaftNode:
             me.match = last
             me.recent_active = True
             me.become_replicate()
-        # Conf changes proposed by earlier leaders may be committed but unapplied here:
-        # refuse new ones until everything up to our first entry has been applied.
-        self.pending_conf_index = last
-        self._append_entries([(EntryType.NORMAL, b"")])
+        # Refuse membership changes until our own first entry is applied: that settles any
+        # change an earlier leader left behind, and a leader must commit in its own term
+        # before changing membership (the single-server change fix from Ongaro's list post).
+        self.pending_conf_index = self._append_entries([(EntryType.NORMAL, b"")])[0]
 
     def _new_progress(self, node: int, next_index: int) -> Progress:
         return Progress(
