@@ -100,7 +100,11 @@ def run_butane(argv: list[str]) -> int:
     parser.add_argument("--strict", "-s", action="store_true")
     parser.add_argument("--pretty", "-p", action="store_true")
     args = parser.parse_args(argv)
-    raw = sys.stdin.buffer.read() if args.input == "-" else open(args.input, "rb").read()
+    if args.input == "-":
+        raw = sys.stdin.buffer.read()
+    else:
+        with open(args.input, "rb") as handle:
+            raw = handle.read()
     try:
         translated = butane.translate_bytes(raw, files_dir=args.files_dir, strict=args.strict)
     except butane.ButaneError as exc:

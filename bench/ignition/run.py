@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.process.ignition.sidebyside import (  # noqa: E402
+from tests.process.ignition.sidebyside import (
     available,
     run_debian,
     run_flotilla,

@@ -67,7 +67,8 @@ def run_debian(work: Path, root: Path, config: str) -> subprocess.CompletedProce
                           text=True, env=env, timeout=60, check=False)
 
 
-def run_flotilla(work: Path, root: Path, config: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def run_flotilla(work: Path, root: Path, config: str,
+                 *extra: str) -> subprocess.CompletedProcess[str]:
     cfg = work / "flotilla.ign"
     cfg.write_text(config)
     return subprocess.run([sys.executable, "-m", "flotilla.ignition.main", "files", "--root",

@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from flotilla.ignition import engine
 from flotilla.ignition.fetch import FetchError, HttpPolicy
+
 from tests.process.ignition.sidebyside import REPO, seed_root, snapshot
 
 BODY = b"served over http\n"

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from flotilla.ignition.config import ConfigError, parse
 from flotilla.ignition.validate_cli import run_validate
 
@@ -28,19 +27,22 @@ def _errors(text: str) -> str:
 
 
 def test_relative_path_names_path_line_and_column() -> None:
-    text = '{"ignition": {"version": "3.3.0"},\n "storage": {"files": [\n  {"path": "etc/x"}]}}'
+    text = ('{"ignition": {"version": "3.3.0"},\n "storage": {"files": [\n'
+            '  {"path": "etc/x"}]}}')
     assert _errors(text) == "error at $.storage.files.0.path, line 3 col 12: path not absolute\n"
 
 
 def test_wrong_type_reports_go_style_message() -> None:
-    text = '{"ignition":{"version":"3.3.0"},"systemd":{"units":[{"name":"a.service","mask":"yes"}]}}'
+    text = ('{"ignition":{"version":"3.3.0"},"systemd":{"units":[{"name":"a.service",'
+            '"mask":"yes"}]}}')
     assert _errors(text) == ("error at line 1 col 85: json: cannot unmarshal string into Go struct"
                              " field Unit.systemd.units.mask of type bool\n")
 
 
 def test_missing_required_merge_source() -> None:
     text = '{"ignition":{"version":"3.1.0","config":{"merge":[{"verification":{}}]}}}'
-    assert _errors(text) == "error at $.ignition.config.merge.0, line 1 col 52: source is required\n"
+    assert _errors(text) == ("error at $.ignition.config.merge.0, line 1 col 52: "
+                             "source is required\n")
 
 
 def test_replace_without_source_is_no_replace() -> None:
@@ -71,7 +73,7 @@ def test_spec_3_4_rejects_file_over_unit_path() -> None:
 
 def test_versions_3_0_to_3_6_accepted_and_translated_up() -> None:
     for minor in range(7):
-        parsed = parse('{"ignition":{"version":"3.%d.0"}}' % minor)
+        parsed = parse(f'{{"ignition":{{"version":"3.{minor}.0"}}}}')
         assert parsed.config["ignition"]["version"] == "3.6.0"
 
 
