@@ -23,7 +23,13 @@ from flotilla.daemons import __version__
 from flotilla.daemons.kv.errors import EtcdError
 from flotilla.daemons.kv.proposer import Proposer
 from flotilla.daemons.kv.render import error_json, event_json, rfc3339nano
-from flotilla.daemons.kv.request import Form, go_clean_url_path, parse_form, parse_key_request
+from flotilla.daemons.kv.request import (
+    Form,
+    decode_go,
+    go_clean_url_path,
+    parse_form,
+    parse_key_request,
+)
 from flotilla.daemons.kv.store import Event
 
 KEYS_PREFIX = "/v2/keys"
@@ -211,7 +217,7 @@ class KeysApi:
         raw = await request.content.read(MAX_FORM_BYTES + 1)
         if len(raw) > MAX_FORM_BYTES:
             return [], "http: POST too large"
-        return parse_form(raw.decode("utf-8", "replace"))
+        return parse_form(decode_go(raw))
 
     async def _watch(self, request: web.Request, key: str, recursive: bool, stream: bool,
                      since: int) -> web.StreamResponse:

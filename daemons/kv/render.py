@@ -14,7 +14,7 @@ import re
 from datetime import UTC, datetime
 
 from flotilla.daemons.kv.errors import EtcdError
-from flotilla.daemons.kv.store import SECOND_NS, Event, NodeView
+from flotilla.daemons.kv.store import SECOND_NS, Event, NodeView, ttl_left
 
 _NEEDS_ESCAPE = re.compile('[\x00-\x1f"\\\\<>&\u2028\u2029]')
 _SHORT = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -42,16 +42,6 @@ def rfc3339nano(ns: int) -> str:
     return stamp + "Z"
 
 
-def ttl_left(expire: int, now: int) -> int:
-    """Seconds left, rounded up, with Go's truncating division for expired keys."""
-    left = expire - now
-    whole = abs(left) // SECOND_NS
-    ttl = whole if left >= 0 else -whole
-    if left > 0 and left % SECOND_NS:
-        ttl += 1
-    return ttl
-
-
 def node_json(view: NodeView, now: int) -> str:
     parts: list[str] = []
     if view.key:
@@ -62,7 +52,7 @@ def node_json(view: NodeView, now: int) -> str:
         parts.append('"dir":true')
     if view.expire is not None:
         parts.append('"expiration":"' + rfc3339nano(view.expire) + '"')
-        ttl = ttl_left(view.expire, now)
+        ttl = view.ttl if view.ttl is not None else ttl_left(view.expire, now)
         if ttl:
             parts.append(f'"ttl":{ttl}')
     if view.nodes:

@@ -10,6 +10,7 @@ because clients rely on exactly what etcd accepts.
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,19 @@ _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 _HEX = re.compile(r"%([0-9A-Fa-f]{2})")
 _DIGITS = re.compile(r"[0-9]+")
+
+
+def _go_replace(err: UnicodeError) -> tuple[str, int]:
+    """One U+FFFD per invalid byte, as Go's UTF-8 decoding (and so etcd's JSON) does."""
+    assert isinstance(err, UnicodeDecodeError)
+    return "\ufffd" * (err.end - err.start), err.end
+
+
+codecs.register_error("go-replace", _go_replace)
+
+
+def decode_go(raw: bytes) -> str:
+    return raw.decode("utf-8", "go-replace")
 
 
 class FormError(ValueError):
@@ -48,7 +62,7 @@ def _unescape(text: str) -> str:
             continue
         raw.append(0x20 if ch == 0x2B else ch)
         i += 1
-    return raw.decode("utf-8", "replace")
+    return decode_go(bytes(raw))
 
 
 def parse_form(query: str) -> tuple[list[tuple[str, str]], str | None]:

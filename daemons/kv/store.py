@@ -88,12 +88,13 @@ class Node:
 class NodeView:
     """A node as a response shows it (etcd's NodeExtern, ttl left to render time)."""
 
-    __slots__ = ("created", "dir", "expire", "key", "modified", "nodes", "value")
+    __slots__ = ("created", "dir", "expire", "key", "modified", "nodes", "ttl", "value")
 
     def __init__(self, key: str, value: str | None = None, dir: bool = False,
                  expire: int | None = None, nodes: list[NodeView] | None = None,
-                 modified: int = 0, created: int = 0) -> None:
+                 modified: int = 0, created: int = 0, ttl: int | None = None) -> None:
         self.key = key
+        self.ttl = ttl  # fixed when the view belongs to an event; None: compute on render
         self.value = value
         self.dir = dir
         self.expire = expire
@@ -102,12 +103,13 @@ class NodeView:
         self.created = created
 
     def to_list(self) -> list[Any]:
-        return [self.key, self.value, self.dir, self.expire, self.modified, self.created]
+        return [self.key, self.value, self.dir, self.expire, self.modified, self.created,
+                self.ttl]
 
     @classmethod
     def from_list(cls, data: list[Any]) -> NodeView:
-        key, value, is_dir, expire, modified, created = data
-        return cls(key, value, bool(is_dir), expire, None, modified, created)
+        key, value, is_dir, expire, modified, created, ttl = data
+        return cls(key, value, bool(is_dir), expire, None, modified, created, ttl)
 
 
 @dataclass(slots=True)
@@ -150,6 +152,24 @@ def _event_size(event: Event) -> int:
         if view is not None and view.value:
             size += len(view.value)
     return size
+
+
+def ttl_left(expire: int, now: int) -> int:
+    """Seconds left, rounded up, with Go's truncating division for expired keys."""
+    left = expire - now
+    whole = abs(left) // SECOND_NS
+    ttl = whole if left >= 0 else -whole
+    if left > 0 and left % SECOND_NS:
+        ttl += 1
+    return ttl
+
+
+def event_view(node: Node, now: int) -> NodeView:
+    """A node as an event shows it: like etcd, the ttl is the one at event time."""
+    view = view_of(node)
+    if node.expire is not None:
+        view.ttl = ttl_left(node.expire, now)
+    return view
 
 
 def view_of(node: Node, recursive: bool = False, sort: bool = False) -> NodeView:
@@ -279,24 +299,24 @@ class Store:
         refresh = bool(p.get("refresh"))
         value = str(p.get("value", ""))
         if kind == "update":
-            return kind, self.update(key, value, expire, refresh)
+            return kind, self.update(key, value, expire, refresh, now)
         if kind == "cas":
             return kind, self.compare_and_swap(key, str(p.get("prevValue", "")),
                                                int(p.get("prevIndex", 0)), value, expire,
-                                               refresh)
+                                               refresh, now)
         if kind == "create":
-            return kind, self.create(key, bool(p.get("dir")), value, False, expire)
-        return kind, self.set(key, bool(p.get("dir")), value, expire, refresh)
+            return kind, self.create(key, bool(p.get("dir")), value, False, expire, now)
+        return kind, self.set(key, bool(p.get("dir")), value, expire, refresh, now)
 
     def _op_post(self, key: str, p: dict[str, Any], now: int) -> tuple[str, Event]:
         return "create", self.create(key, bool(p.get("dir")), str(p.get("value", "")), True,
-                                     _expire_time(p, now))
+                                     _expire_time(p, now), now)
 
     def _op_delete(self, key: str, p: dict[str, Any], now: int) -> tuple[str, Event]:
         if _has_compare(p):
             return "cad", self.compare_and_delete(key, str(p.get("prevValue", "")),
-                                                  int(p.get("prevIndex", 0)))
-        return "delete", self.delete(key, bool(p.get("dir")), bool(p.get("recursive")))
+                                                  int(p.get("prevIndex", 0)), now)
+        return "delete", self.delete(key, bool(p.get("dir")), bool(p.get("recursive")), now)
 
     # ------------------------------------------------------------------- reads
 
@@ -326,7 +346,7 @@ class Store:
     # --------------------------------------------------------------- mutations
 
     def set(self, key: str, is_dir: bool, value: str, expire: int | None,
-            refresh: bool = False) -> Event:
+            refresh: bool = False, now: int = 0) -> Event:
         path = internal_path(key)
         prev: Node | None
         try:
@@ -337,21 +357,23 @@ class Store:
             prev = None
         if refresh and prev is not None:
             value = prev.value
-        event = self._create_node(path, is_dir, value, False, True, expire, SET)
+        event = self._create_node(path, is_dir, value, False, True, expire, SET, now)
         if prev is not None:
             event.prev = listing_view(prev, False, False)
+            if prev.expire is not None:
+                event.prev.ttl = ttl_left(prev.expire, now)
         self._publish(event, refresh)
         return event
 
     def create(self, key: str, is_dir: bool, value: str, unique: bool,
-               expire: int | None) -> Event:
+               expire: int | None, now: int = 0) -> Event:
         event = self._create_node(internal_path(key), is_dir, value, unique, False, expire,
-                                  CREATE)
+                                  CREATE, now)
         self._publish(event, False)
         return event
 
     def _create_node(self, path: str, is_dir: bool, value: str, unique: bool, replace: bool,
-                     expire: int | None, action: str) -> Event:
+                     expire: int | None, action: str, now: int) -> Event:
         next_index = self.index + 1
         if unique:
             path = internal_path(f"{path}/{next_index:020d}")
@@ -367,14 +389,14 @@ class Store:
                 raise EtcdError(E.NODE_EXIST, path, self.index)
             if existing.is_dir:
                 raise EtcdError(E.NOT_FILE, path, self.index)
-            prev_view = view_of(existing)
+            prev_view = event_view(existing, now)
             self._detach(existing, None)
         node = Node(path, name, parent, None if is_dir else value, next_index, expire)
         parent.children[name] = node
         if expire is not None:
             self._push_ttl(node)
         self.index = next_index
-        return Event(action, view_of(node), prev_view, next_index)
+        return Event(action, event_view(node, now), prev_view, next_index)
 
     def _make_dirs(self, dir_path: str, next_index: int) -> Node:
         node = self.root
@@ -391,7 +413,8 @@ class Store:
             node = child
         return node
 
-    def update(self, key: str, value: str, expire: int | None, refresh: bool = False) -> Event:
+    def update(self, key: str, value: str, expire: int | None, refresh: bool = False,
+               now: int = 0) -> Event:
         path = internal_path(key)
         if not path:
             raise EtcdError(E.ROOT_READ_ONLY, "/", self.index)
@@ -401,19 +424,21 @@ class Store:
         if refresh:
             value = node.value
         next_index = self.index + 1
-        prev_view = view_of(node)
-        node.value = value
-        node.modified = next_index
+        prev_view = event_view(node, now)
+        if not node.is_dir:  # etcd never moves a directory's modifiedIndex on update
+            node.value = value
+            node.modified = next_index
         self._set_ttl(node, expire)
         view = NodeView(path, None if node.is_dir else value, node.is_dir, node.expire, None,
-                        next_index, node.created)
+                        next_index, node.created,
+                        None if node.expire is None else ttl_left(node.expire, now))
         self.index = next_index
         event = Event(UPDATE, view, prev_view, next_index)
         self._publish(event, refresh)
         return event
 
     def compare_and_swap(self, key: str, prev_value: str, prev_index: int, value: str,
-                         expire: int | None, refresh: bool = False) -> Event:
+                         expire: int | None, refresh: bool = False, now: int = 0) -> Event:
         path = internal_path(key)
         if not path:
             raise EtcdError(E.ROOT_READ_ONLY, "/", self.index)
@@ -424,15 +449,16 @@ class Store:
         if refresh:
             value = node.value
         self.index += 1
-        prev_view = view_of(node)
+        prev_view = event_view(node, now)
         node.value = value
         node.modified = self.index
         self._set_ttl(node, expire)
-        event = Event(COMPARE_AND_SWAP, view_of(node), prev_view, self.index)
+        event = Event(COMPARE_AND_SWAP, event_view(node, now), prev_view, self.index)
         self._publish(event, refresh)
         return event
 
-    def compare_and_delete(self, key: str, prev_value: str, prev_index: int) -> Event:
+    def compare_and_delete(self, key: str, prev_value: str, prev_index: int,
+                           now: int = 0) -> Event:
         path = internal_path(key)
         node = self._lookup(path)
         if node.is_dir:
@@ -441,12 +467,12 @@ class Store:
         self.index += 1
         event = Event(COMPARE_AND_DELETE, NodeView(path, modified=self.index,
                                                    created=node.created),
-                      view_of(node), self.index)
+                      event_view(node, now), self.index)
         self._detach(node, event)
         self._publish(event, False)
         return event
 
-    def delete(self, key: str, is_dir: bool, recursive: bool) -> Event:
+    def delete(self, key: str, is_dir: bool, recursive: bool, now: int = 0) -> Event:
         path = internal_path(key)
         if not path:
             raise EtcdError(E.ROOT_READ_ONLY, "/", self.index)
@@ -459,7 +485,7 @@ class Store:
         next_index = self.index + 1
         event = Event(DELETE, NodeView(path, dir=node.is_dir, modified=next_index,
                                        created=node.created),
-                      view_of(node), next_index)
+                      event_view(node, now), next_index)
         self._detach(node, event)
         self.index = next_index
         self._publish(event, False)
@@ -480,7 +506,7 @@ class Store:
             self.index += 1
             event = Event(EXPIRE, NodeView(node.path, dir=node.is_dir, modified=self.index,
                                            created=node.created),
-                          view_of(node), self.index)
+                          event_view(node, now), self.index)
             self._detach(node, event)
             self.stats["expireCount"] += 1
             self._publish(event, False)
