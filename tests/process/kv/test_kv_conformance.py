@@ -5,31 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.process.kv.conformance import Op, Target, baseline, run_sequence, send, view
-from tests.process.kv.harness import Server, etcd_available, start_etcd, start_kvd
+from tests.process.kv.harness import Server, etcd_available, start_kvd
 
 pytestmark = pytest.mark.skipif(not etcd_available(), reason="Debian etcd-server not installed")
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
-    etcd = start_etcd(tmp_path, "127.0.0.61")
-    try:
-        kvd = start_kvd(tmp_path, "127.0.0.62")
-    except Exception:
-        etcd.kill()
-        raise
-    try:
-        yield etcd, kvd
-    finally:
-        kvd.stop()
-        etcd.stop()
 
 
 def _report(mismatches: list) -> str:
