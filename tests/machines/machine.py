@@ -338,6 +338,15 @@ class Machine:
         target.write_text(text)
         target.chmod(mode)
 
+    def install_deb(self, package: Path) -> None:
+        """Installs a .deb with apt, as an operator would (dependencies from the machine)."""
+        self.copy_in(package, f"/root/{package.name}")
+        self.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", f"/root/{package.name}"],
+            env={"DEBIAN_FRONTEND": "noninteractive"},
+            timeout=300,
+        )
+
     def bus_address(self) -> str:
         """D-Bus address of the machine's system bus, usable from the host as root."""
         return f"unix:path=/proc/{self._require_init()}/root/run/dbus/system_bus_socket"
