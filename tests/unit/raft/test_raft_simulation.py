@@ -158,3 +158,17 @@ def test_simulator_catches_lost_term_on_restart(monkeypatch: pytest.MonkeyPatch)
     )
     failure = _first_failure(range(300))
     assert failure is not None
+
+
+def test_raft_sim_seed_env_replays_one_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    original = run_seed
+
+    def recording(seed: int) -> str:
+        calls.append(seed)
+        return original(seed)
+
+    monkeypatch.setenv("RAFT_SIM_SEED", "42")
+    monkeypatch.setattr(sys.modules[__name__], "run_seed", recording)
+    test_seeded_schedules_keep_raft_safe_and_live()
+    assert calls == [42]
