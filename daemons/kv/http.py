@@ -266,10 +266,27 @@ class KeysApi:
         if request.method == "GET":
             return self._json({"members": [m.to_dict() for m in self.info.members]})
         if request.method == "POST":
-            return self._json({"message": "membership changes need a replicated cluster; "
-                                          "this kvd runs as a single node"}, status=500)
+            return await self._member_add(request)
         return web.Response(status=405, text="Method Not Allowed\n",
                             headers={**CORS_HEADERS, "Allow": "GET,POST"})
+
+    async def _member_add(self, request: web.Request) -> web.Response:
+        """Validate like etcd (415, then 400 naming the problem) before refusing to add."""
+        media = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if media != JSON:
+            return self._json({"message": f"Bad Content-Type {media}, accept application/json"},
+                              status=415)
+        try:
+            data = json.loads(await request.read())
+            urls = data["peerURLs"]
+            if not isinstance(urls, list) or not urls \
+                    or not all(isinstance(u, str) and u.startswith(("http://", "https://"))
+                               for u in urls):
+                raise ValueError("peerURLs must be a non-empty list of http(s) URLs")
+        except (ValueError, KeyError, TypeError) as err:
+            return self._json({"message": f"invalid member: {err}"}, status=400)
+        return self._json({"message": "membership changes need a replicated cluster; "
+                                      "this kvd runs as a single node"}, status=500)
 
     async def member_item(self, request: web.Request) -> web.Response:
         hexid = request.path[len("/v2/members/"):]
