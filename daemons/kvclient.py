@@ -397,7 +397,9 @@ class Mirror:
     async def relist(self) -> None:
         self.relists += 1
         try:
-            reply = await self.client.get(self.prefix, recursive=True, quorum=True)
+            # Not a quorum read: the watch that follows starts at the index this reply
+            # reports, so even a lagging member's answer is brought current by events.
+            reply = await self.client.get(self.prefix, recursive=True)
             leaves = reply.node.leaves() if reply.node.dir else [reply.node]
             index = reply.etcd_index
         except KeyNotFound as missing:

@@ -305,15 +305,17 @@ class Agent:
                 await asyncio.wait_for(self._publish.wait(), timeout)
             self._publish.clear()
             dirty, self._dirty = self._dirty, set()
-            writes = [self._write_state(unit) for unit in sorted(dirty) if unit in self.current]
+            units = [unit for unit in sorted(dirty) if unit in self.current]
+            writes = [self._write_state(unit) for unit in units]
             if loop.time() >= next_refresh:
                 next_refresh = loop.time() + refresh_every
-                writes += [self._refresh_state(unit) for unit in sorted(self.current)
-                           if unit not in dirty]
+                refreshed = [unit for unit in sorted(self.current) if unit not in dirty]
+                units += refreshed
+                writes += [self._refresh_state(unit) for unit in refreshed]
             results = await self.registry.gather_limited(writes)
-            for unit, result in zip(sorted(dirty), results, strict=False):
+            for unit, result in zip(units, results, strict=True):
                 if isinstance(result, Exception):
-                    self._dirty.add(unit)
+                    self._dirty.add(unit)  # try again on the next pass
 
     async def _write_state(self, unit: str) -> None:
         status = self.statuses.get(unit)

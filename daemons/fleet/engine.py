@@ -61,6 +61,8 @@ class Engine:
         self.cpu_clock = cpu_clock
         self.cpu_seconds = 0.0
         self.bad_units: dict[str, str] = {}
+        self._hash_of_object: dict[str, str] = {}
+        self._requirements: dict[tuple[str, str], model.Requirements | None] = {}
 
     @property
     def is_leader(self) -> bool:
@@ -98,7 +100,8 @@ class Engine:
         self.lease_index = None
 
     async def _start_mirrors(self) -> None:
-        self._jobs_mirror = Mirror(self.kv, self.keys.job_dir(), self._on_change)
+        # A burst of more than ~100 job events is cheaper to re-list than to replay.
+        self._jobs_mirror = Mirror(self.kv, self.keys.job_dir(), self._on_change, max_lag=100)
         self._machines_mirror = Mirror(self.kv, self.keys.machines_dir(), self._on_change)
         self._mirror_tasks = [asyncio.create_task(self._jobs_mirror.run()),
                               asyncio.create_task(self._machines_mirror.run())]
@@ -149,7 +152,7 @@ class Engine:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             if self._wake.is_set():
-                await asyncio.sleep(0.005)  # let a burst of events land in one pass
+                await asyncio.sleep(0.05)  # let a burst of events land in one pass
 
     # ------------------------------------------------------------ reconcile
 
@@ -181,9 +184,19 @@ class Engine:
                 fields.setdefault(parts[1], {})[parts[2]] = node.value or ""
         hashes: dict[str, str] = {}
         for name, values in fields.items():
-            if "object" in values:
-                with contextlib.suppress(ValueError, AttributeError):
-                    hashes[name] = ints_to_hash(json.loads(values["object"]).get("UnitHash"))
+            raw = values.get("object")
+            if raw is None:
+                continue
+            unit_hash = self._hash_of_object.get(raw)
+            if unit_hash is None:
+                try:
+                    unit_hash = ints_to_hash(json.loads(raw).get("UnitHash"))
+                except (ValueError, AttributeError):
+                    continue
+                if len(self._hash_of_object) > 100_000:
+                    self._hash_of_object.clear()
+                self._hash_of_object[raw] = unit_hash
+            hashes[name] = unit_hash
         missing = {h for h in hashes.values() if h not in self.registry._unit_cache}
         if missing:
             await self.registry.gather_limited(
@@ -191,13 +204,8 @@ class Engine:
         jobs: dict[str, Job] = {}
         schedule: dict[str, str] = {}
         for name, unit_hash in hashes.items():
-            options = self.registry._unit_cache.get(unit_hash)
-            if options is None:
-                continue
-            try:
-                requirements = model.requirements(name, options)
-            except model.UnitError as error:
-                self.bad_units[name] = str(error)
+            requirements = self._requirements_of(name, unit_hash)
+            if requirements is None:
                 continue
             state = fields[name].get("target-state", "inactive")
             if state not in model.DESIRED_STATES:
@@ -208,6 +216,24 @@ class Engine:
         states = machines_from_nodes(self.keys, list(self._machines_mirror.nodes.values()))
         machines = {m: Machine(m, dict(s.metadata), s.public_ip) for m, s in states.items()}
         return machines, jobs, schedule
+
+    def _requirements_of(self, name: str, unit_hash: str) -> model.Requirements | None:
+        """Parsed once per (unit, file): a unit's file never changes under its hash."""
+        key = (name, unit_hash)
+        if key in self._requirements:
+            return self._requirements[key]
+        options = self.registry._unit_cache.get(unit_hash)
+        if options is None:
+            return None
+        try:
+            requirements: model.Requirements | None = model.requirements(name, options)
+        except model.UnitError as error:
+            self.bad_units[name] = str(error)
+            requirements = None
+        if len(self._requirements) > 100_000:
+            self._requirements.clear()
+        self._requirements[key] = requirements
+        return requirements
 
     async def reconcile(self) -> None:
         started = self.cpu_clock()

@@ -11,6 +11,7 @@ directly and the property tests can throw random clusters at it.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -34,6 +35,11 @@ class Job:
     @property
     def is_global(self) -> bool:
         return self.requirements.is_global
+
+    @property
+    def has_patterns(self) -> bool:
+        """Whether this unit can clash with others at all (Conflicts or Replaces)."""
+        return bool(self.requirements.conflicts or self.requirements.replaces)
 
 
 @dataclass(frozen=True)
@@ -138,9 +144,12 @@ class ClusterView:
         for peer in req.machine_of:
             if self.schedule.get(peer) != machine_id:
                 return f"peer {peer} is not scheduled to Machine({machine_id})"
+        patterned = job.has_patterns
         for other_name in self.units_on(machine_id):
             other = self.jobs.get(other_name)
             if other is None or other.name == job.name:
+                continue
+            if not patterned and not other.has_patterns:
                 continue
             if conflicts(job, other):
                 return f"conflicts with {other.name} on Machine({machine_id})"
@@ -228,39 +237,57 @@ def decide(
         for name, job in jobs.items()
         if not job.is_global and job.target_state != "inactive" and name not in view.schedule
     )
-    machine_order = sorted(machines)
+    heap = [(view.load(m), m) for m in machines]
+    heapq.heapify(heap)
     progress = True
     while waiting and progress:
         progress = False
         still_waiting: list[str] = []
         for unit in waiting:
             job = jobs[unit]
-            target = _least_loaded_able(view, job, machine_order)
+            target = _least_loaded_able(view, job, heap)
             if target is None:
                 still_waiting.append(unit)
                 continue
             view.assign(unit, target)
+            heapq.heappush(heap, (view.load(target), target))
             changes.append(Schedule(unit, target))
             progress = True
             for other in sorted(view.on_machine[target]):
                 other_job = jobs.get(other)
                 if other_job is not None and other != unit and replaces(job, other_job):
                     unschedule(other, f"replaced by {unit}")
+                    heapq.heappush(heap, (view.load(target), target))
                     still_waiting.append(other)
         waiting = sorted(set(still_waiting))
     return changes
 
 
-def _least_loaded_able(view: ClusterView, job: Job, machine_order: list[str]) -> str | None:
+def _least_loaded_able(view: ClusterView, job: Job, heap: list[tuple[int, str]]) -> str | None:
+    """The first machine by (load, id) able to run ``job``.
+
+    ``heap`` holds (load, machine) entries; an entry whose load is no longer the
+    machine's load is stale (a fresher one was pushed) and is dropped on the way.
+    """
     if job.requirements.machine_id is not None:
         pinned = view.resolve(job.requirements.machine_id)
-        candidates = [pinned] if pinned is not None else []
-    else:
-        candidates = sorted(machine_order, key=lambda m: (view.load(m), m))
-    for machine_id in candidates:
+        if pinned is not None and view.unable_reason(job, pinned) is None:
+            return pinned
+        return None
+    skipped: list[tuple[int, str]] = []
+    found = None
+    while heap:
+        entry = heapq.heappop(heap)
+        load, machine_id = entry
+        if load != view.load(machine_id):
+            continue
+        skipped.append(entry)
         if view.unable_reason(job, machine_id) is None:
-            return machine_id
-    return None
+            found = machine_id
+            break
+    for entry in skipped:
+        heapq.heappush(heap, entry)
+    return found
 
 
 def apply_changes(schedule: Mapping[str, str], changes: Iterable[Change]) -> dict[str, str]:
