@@ -167,6 +167,7 @@ class RaftNode:
         self.heartbeat_elapsed = 0
         self.randomized_timeout = 0
         self.votes: dict[int, bool] = {}
+        self.election_sets: list[set[int]] = []
         self.progress: dict[int, Progress] = {}
         self.pending_conf_index = 0
         self.lead_transferee = NONE
@@ -479,6 +480,7 @@ class RaftNode:
             self._become_candidate()
             term = self.term
             vote_type = MT.VOTE
+        self.election_sets = self._election_voter_sets()
         self.votes[self.id] = True
         if self._tally() == "won":
             if pre:
@@ -487,7 +489,7 @@ class RaftNode:
                 self._become_leader()
             return
         ctx = TRANSFER_CONTEXT if transfer else b""
-        for node in sorted(self.voters):
+        for node in sorted(set().union(*self.election_sets)):
             if node == self.id:
                 continue
             self._send(
@@ -502,15 +504,38 @@ class RaftNode:
                 )
             )
 
+    def _election_voter_sets(self) -> list[set[int]]:
+        """Voter sets whose majorities an election must win.
+
+        Membership takes effect when applied, so a node that lags in applying may hold a
+        stale view while newer changes already sit in its log. Winning a majority of the
+        applied membership *and* of the newest membership in the log overlaps with any
+        majority a rival could win under either (single-step changes overlap pairwise).
+        """
+        voters = set(self.voters)
+        learners = set(self.learners)
+        changed = False
+        lo = max(self.log.applied, self.log.offset) + 1
+        for e in (
+            self.log.slice(lo, self.log.last_index() + 1) if lo <= self.log.last_index() else ()
+        ):
+            if e.type is EntryType.CONF_CHANGE:
+                _change_membership(voters, learners, decode_conf_change(e.data))
+                changed = True
+        if changed and voters != self.voters:
+            return [set(self.voters), voters]
+        return [set(self.voters)]
+
     def _tally(self) -> str:
-        granted = sum(1 for n, v in self.votes.items() if v and n in self.voters)
-        rejected = sum(1 for n, v in self.votes.items() if not v and n in self.voters)
-        q = self._quorum()
-        if granted >= q:
-            return "won"
-        if rejected > len(self.voters) - q:
-            return "lost"
-        return "pending"
+        results = []
+        for voters in self.election_sets:
+            granted = sum(1 for n, v in self.votes.items() if v and n in voters)
+            rejected = sum(1 for n, v in self.votes.items() if not v and n in voters)
+            q = len(voters) // 2 + 1
+            if rejected > len(voters) - q:
+                return "lost"
+            results.append(granted >= q)
+        return "won" if all(results) else "pending"
 
     # -- step ------------------------------------------------------------------------------
 
@@ -956,20 +981,8 @@ class RaftNode:
 
     def _apply_conf_change(self, e: Entry) -> None:
         cc = decode_conf_change(e.data, f"entry[{e.index}].data")
-        node = cc.node_id
-        if cc.type is ConfChangeType.ADD_VOTER:
-            self.learners.discard(node)
-            self.voters.add(node)
-        elif cc.type is ConfChangeType.ADD_LEARNER:
-            if node in self.voters and len(self.voters) == 1:
-                return  # refusing to leave a cluster with no voter
-            self.voters.discard(node)
-            self.learners.add(node)
-        else:
-            if self.voters == {node}:
-                return
-            self.voters.discard(node)
-            self.learners.discard(node)
+        if not _change_membership(self.voters, self.learners, cc):
+            return
         self.conf_history.append(
             (e.index, tuple(sorted(self.voters)), tuple(sorted(self.learners)))
         )
@@ -991,3 +1004,22 @@ class RaftNode:
         if self._maybe_commit():
             self._bcast_append()
         self.append_wanted = True
+
+
+def _change_membership(voters: set[int], learners: set[int], cc: ConfChange) -> bool:
+    """Apply one single-step change in place; False if refused (it would leave no voter)."""
+    node = cc.node_id
+    if cc.type is ConfChangeType.ADD_VOTER:
+        learners.discard(node)
+        voters.add(node)
+    elif cc.type is ConfChangeType.ADD_LEARNER:
+        if voters == {node}:
+            return False
+        voters.discard(node)
+        learners.add(node)
+    else:
+        if voters == {node}:
+            return False
+        voters.discard(node)
+        learners.discard(node)
+    return True

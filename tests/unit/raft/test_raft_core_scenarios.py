@@ -633,3 +633,34 @@ def test_bootstrap_ready_persists_membership_snapshot() -> None:
 def test_config_validation_names_field() -> None:
     with pytest.raises(ValueError, match="election_tick"):
         RaftNode(1, peers=(1,), rng=random.Random(1), config=Config(election_tick=1))
+
+
+def test_election_needs_majority_of_newest_membership_in_log_too() -> None:
+    # Node 1 applied {1,2,3} but its log already holds "add voter 4" and "add voter 5"
+    # (it has not learnt they committed). A majority of the stale view ({1,2}) must not
+    # be enough: a rival could win {3,4,5} of the newer membership in the same term.
+    from flotilla.daemons.raft.codec import encode_conf_change
+    from flotilla.daemons.raft.messages import EntryType
+
+    snap = Snapshot(SnapshotMeta(1, 1, (1, 2, 3), ()), b"")
+    adds = tuple(
+        Entry(
+            2,
+            idx,
+            EntryType.CONF_CHANGE,
+            encode_conf_change(ConfChange(ConfChangeType.ADD_VOTER, n)),
+        )
+        for idx, n in ((2, 4), (3, 5))
+    )
+    states = {
+        1: PersistedState(HardState(2, 0, 1), adds, snap),
+        2: PersistedState(HardState(2, 0, 1), (), snap),
+    }
+    c = Cluster.from_disks(states, pre_vote=False)
+    c.nodes[1].campaign()
+    c.deliver()
+    node1 = c.nodes[1]
+    assert node1.votes.get(2) is True
+    assert node1.role is Role.CANDIDATE
+    asked = sorted(m.to for m in c.sent if m.type is MT.VOTE and m.from_ == 1)
+    assert asked == [2, 3, 4, 5]
