@@ -153,13 +153,6 @@ class RaftNode:
         learners_t = tuple(sorted(set(learners) - set(peers_t)))
         if fresh and peers_t:
             self._bootstrap(peers_t, learners_t)
-        elif applied is not None and applied > self.log.applied:
-            if applied > self.log.committed:
-                raise ValueError(f"applied: {applied} beyond commit {self.log.committed}")
-            for e in self.log.next_committed(applied):
-                if e.type is EntryType.CONF_CHANGE:
-                    self._apply_conf_change(e)
-            self.log.applied = applied
 
         self.lead = NONE
         self.role = Role.FOLLOWER
@@ -181,6 +174,13 @@ class RaftNode:
         self.prev_soft = SoftState(NONE, Role.FOLLOWER)
         self.in_ready = False
         self._reset_randomized_timeout()
+        if applied is not None and applied > self.log.applied and not fresh:
+            if applied > self.log.committed:
+                raise ValueError(f"applied: {applied} beyond commit {self.log.committed}")
+            for e in self.log.next_committed(applied):
+                if e.type is EntryType.CONF_CHANGE:
+                    self._apply_conf_change(e)
+            self.log.applied = applied
 
     def _bootstrap(self, peers: tuple[int, ...], learners: tuple[int, ...]) -> None:
         # The initial membership must appear at once: a node that learnt "add 1" but not

@@ -30,8 +30,12 @@ class RaftLog:
         for k in range(1, len(self.entries)):
             if self.entries[k].index != self.entries[k - 1].index + 1:
                 raise ValueError(f"entries[{k}].index: not contiguous")
-        if not self.offset <= committed <= self.last_index():
-            committed = max(self.offset, min(committed, self.last_index()))
+        if committed > self.last_index():
+            raise ValueError(
+                f"hard_state.commit: {committed} is beyond the last stored entry "
+                f"{self.last_index()} (entries lost from storage)"
+            )
+        committed = max(committed, self.offset)  # a snapshot is always committed
         self.committed = committed
         self.applied = self.offset
         self.unstable_from = self.last_index() + 1

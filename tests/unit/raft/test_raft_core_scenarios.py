@@ -664,3 +664,39 @@ def test_election_needs_majority_of_newest_membership_in_log_too() -> None:
     assert node1.role is Role.CANDIDATE
     asked = sorted(m.to for m in c.sent if m.type is MT.VOTE and m.from_ == 1)
     assert asked == [2, 3, 4, 5]
+
+
+def test_restart_with_applied_index_replays_membership_changes() -> None:
+    c = Cluster(3)
+    leader = c.elect(1)
+    c.tick_all(2)
+    leader.propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, 4))
+    c.deliver()
+    leader.propose(b"x")
+    c.deliver()
+    disk = c.disks[2]
+    applied = c.nodes[2].log.applied
+    node = RaftNode(2, persisted=disk.state(), rng=random.Random(3), applied=applied)
+    assert node.learners == {4}
+    rd = node.ready()
+    assert rd.committed_entries == ()  # nothing to re-apply
+    with pytest.raises(ValueError, match="applied"):
+        RaftNode(2, persisted=disk.state(), rng=random.Random(3), applied=applied + 50)
+
+
+def test_restart_refuses_commit_beyond_stored_entries() -> None:
+    c = Cluster(3)
+    c.elect(1)
+    st = c.disks[2].state()
+    broken = PersistedState(HardState(st.hard_state.term, 0, 99), st.entries, st.snapshot)
+    with pytest.raises(ValueError, match=r"hard_state\.commit"):
+        RaftNode(2, persisted=broken, rng=random.Random(1))
+
+
+def test_restart_refuses_gap_in_entries() -> None:
+    snap = Snapshot(SnapshotMeta(1, 1, (1,), ()), b"")
+    entries = (Entry(1, 2), Entry(1, 4))
+    with pytest.raises(ValueError, match=r"entries\[1\]\.index"):
+        RaftNode(
+            1, persisted=PersistedState(HardState(1, 0, 1), entries, snap), rng=random.Random(1)
+        )
