@@ -172,10 +172,18 @@ class Ready:
        sent only after that Ready's writes are durable, so no vote, acknowledgement or
        append can ever get ahead of the state it depends on.
     3. Apply ``snapshot`` to the state machine (if not None), then ``committed_entries``
-       in order (`EntryType.CONF_CHANGE` entries are applied to the membership by the
-       core itself during ``advance``; the shell only records them).
+       in order. They may include entries of this same Ready's ``entries``, which is
+       why persisting comes first. `EntryType.CONF_CHANGE` entries are applied to the
+       membership by the core itself during ``advance``; the shell only records them
+       (``codec.decode_conf_change`` gives the node id and opaque context). Empty
+       NORMAL entries are a new leader's no-op. A snapshot with empty ``data`` at index
+       1 is the bootstrap snapshot of a new cluster: the empty application state.
     4. Serve ``read_states`` once the applied index reaches each one's index.
-    5. Call ``RaftNode.advance(ready)``.
+    5. Call ``RaftNode.advance(ready)``. Messages may be stepped and ticks given between
+       ``ready()`` and ``advance()``; another ``ready()`` must wait for ``advance()``.
+
+    ``must_sync`` is False when only the commit index changed: such a write may skip the
+    fsync (a lost commit index is learnt again from the leader).
     """
 
     entries: tuple[Entry, ...] = ()
