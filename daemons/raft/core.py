@@ -175,8 +175,10 @@ class RaftNode:
         self.in_ready = False
         self._reset_randomized_timeout()
         if applied is not None and applied > self.log.applied and not fresh:
-            if applied > self.log.committed:
-                raise ValueError(f"applied: {applied} beyond commit {self.log.committed}")
+            if applied > self.log.last_index():
+                raise ValueError(f"applied: {applied} beyond last entry {self.log.last_index()}")
+            # Applied entries were committed, even if that commit index was not fsynced.
+            self.log.commit_to(applied)
             for e in self.log.next_committed(applied):
                 if e.type is EntryType.CONF_CHANGE:
                     self._apply_conf_change(e)
