@@ -96,12 +96,32 @@ class Agent:
                 await self.kv.create(key, self.machine.to_json(), ttl=self.ttl)
                 return
             except NodeExist:
+                if await self._take_over_own_key(key):
+                    return
                 log.error("machine %s is already registered (another fleetd with this "
                           "machine id, or an old key not yet expired); retrying",
                           self.machine.id)
             except (ClusterUnavailable, EtcdError) as error:
                 log.warning("registering machine failed: %s", error)
             await asyncio.sleep(retry_delay)
+
+    async def _take_over_own_key(self, key: str) -> bool:
+        """A key identical to ours (same id, address, metadata, API) is our previous run's.
+
+        Taking it over at once lets a crashed fleetd come back without the engine seeing
+        the machine vanish and moving every unit away. A different value means another
+        fleetd shares this machine id, which stays an error.
+        """
+        try:
+            reply = await self.kv.get(key)
+            if reply.node.value != self.machine.to_json():
+                return False
+            await self.kv.compare_and_swap(key, self.machine.to_json(),
+                                           prev_index=reply.node.modified_index, ttl=self.ttl)
+        except (ClusterUnavailable, EtcdError):
+            return False
+        log.info("took over this machine's registration from a previous fleetd run")
+        return True
 
     async def start(self) -> None:
         await self.adopt_local_units()

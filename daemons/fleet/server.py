@@ -169,6 +169,9 @@ async def serve(config: FleetConfig) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     loop.add_signal_handler(signal.SIGUSR1, server.dump_state)
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: log.warning("SIGHUP: configuration is read at start only; "
+                                           "restart fleetd to apply changes"))
     starter = asyncio.create_task(server.start())
     waiter = asyncio.create_task(stopping.wait())
     done, _ = await asyncio.wait({starter, waiter}, return_when=asyncio.FIRST_COMPLETED)

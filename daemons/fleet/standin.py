@@ -32,6 +32,22 @@ class StandInSystemd:
         self.log: dict[str, list[str]] = {}
         self.calls: list[tuple[str, str]] = []
         self._subscribers: list[StatusCallback] = []
+        self._restore()
+
+    def _restore(self) -> None:
+        """Pick up what a previous process left, as a real systemd outlives fleetd."""
+        if not self.state_file or not Path(self.state_file).is_file():
+            return
+        try:
+            data = json.loads(Path(self.state_file).read_text())
+        except ValueError:
+            return
+        self.linked = {name: path for name, path in data.get("paths", {}).items()
+                       if Path(path).is_file()}
+        self.visible = set(self.linked)
+        self.active = set(data.get("active", [])) & self.visible
+        self.enabled = set(data.get("enabled", [])) & self.visible
+        self.calls = [tuple(call) for call in data.get("calls", [])]
 
     def _status(self, name: str) -> UnitStatus:
         if name not in self.visible:
@@ -50,7 +66,7 @@ class StandInSystemd:
         if not self.state_file:
             return
         data = {
-            "linked": sorted(self.linked), "active": sorted(self.active),
+            "linked": sorted(self.linked), "paths": self.linked, "active": sorted(self.active),
             "enabled": sorted(self.enabled), "calls": self.calls[-500:],
         }
         tmp = f"{self.state_file}.tmp"
