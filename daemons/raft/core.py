@@ -75,6 +75,8 @@ class Config:
     max_size_per_msg: int = 1024 * 1024
     check_quorum: bool = True
     pre_vote: bool = True
+    #: a learner is promoted to voter only once it is at most this many entries behind
+    max_learner_lag: int = 1000
 
     def validate(self) -> None:
         if self.heartbeat_tick < 1:
@@ -242,6 +244,16 @@ class RaftNode:
             raise ValueError("node_id: cannot remove the last voter")
         if cc.type is ConfChangeType.ADD_LEARNER and cc.node_id == self.id:
             raise ValueError("node_id: the leader cannot demote itself to learner")
+        if cc.type is ConfChangeType.ADD_VOTER and cc.node_id in self.learners:
+            # A learner votes only once it has caught up, so promoting it cannot stall
+            # commits behind a voter that is still far behind.
+            pr = self.progress.get(cc.node_id)
+            match = pr.match if pr is not None else 0
+            if match + self.cfg.max_learner_lag < self.log.committed:
+                raise ProposalDropped(
+                    f"learner {cc.node_id} has not caught up (match {match}, "
+                    f"commit {self.log.committed}); retry later"
+                )
         index = self._append_entries([(EntryType.CONF_CHANGE, encode_conf_change(cc))])[0]
         self.pending_conf_index = index
         return index

@@ -700,3 +700,21 @@ def test_restart_refuses_gap_in_entries() -> None:
         RaftNode(
             1, persisted=PersistedState(HardState(1, 0, 1), entries, snap), rng=random.Random(1)
         )
+
+
+def test_learner_promotion_refused_until_caught_up() -> None:
+    c = Cluster(3, max_learner_lag=5)
+    leader = c.elect(1)
+    c.tick_all(2)
+    leader.propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, 4))
+    c.deliver()
+    for k in range(20):
+        leader.propose(b"%d" % k)
+        c.deliver()
+    with pytest.raises(ProposalDropped, match="not caught up"):
+        leader.propose_conf_change(ConfChange(ConfChangeType.ADD_VOTER, 4))
+    c.add_node(4)
+    settle(c, 3)
+    leader.propose_conf_change(ConfChange(ConfChangeType.ADD_VOTER, 4))
+    c.deliver()
+    assert leader.voters == {1, 2, 3, 4}
