@@ -166,7 +166,7 @@ class Sim:
         self.initial = tuple(range(1, n + 1))
         self.spares = [n + 1, n + 2]
         self.nodes: dict[int, SimNode] = {}
-        self.net: list[tuple[int, int, Message]] = []  # (deliver_at, seq, message)
+        self.net: dict[int, list[Message]] = {}  # delivery tick -> messages due then
         self.blocked: set[tuple[int, int]] = set()
         # global knowledge for the checks
         self.leaders: dict[int, int] = {}  # term -> leader id
@@ -248,7 +248,12 @@ class Sim:
             delay = int(r.random() * (sc.max_delay + 1))
             if sc.p_late and r.random() < sc.p_late:
                 delay += r.randint(5, 30)  # a stale message from the past
-            self.net.append((self.now + delay, self.seq, m))
+            due = self.now + delay
+            bucket = self.net.get(due)
+            if bucket is None:
+                self.net[due] = [m]
+            else:
+                bucket.append(m)
 
     # -- Ready handling and the checks ---------------------------------------------------
 
@@ -478,14 +483,12 @@ class Sim:
         return b"p%d" % self.proposed
 
     def _deliver_due(self, lossless: bool) -> None:
-        if not self.net:
-            return
-        due = [x for x in self.net if x[0] <= self.now]
+        # Messages sent with no delay in the last round of the previous tick are still due.
+        due = self.net.pop(self.now - 1, []) + self.net.pop(self.now, [])
         if not due:
             return
-        self.net = [x for x in self.net if x[0] > self.now]
         self.rng.shuffle(due)
-        for _, _, m in due:
+        for m in due:
             node = self.nodes.get(m.to)
             if node is None or not node.up or node.core is None:
                 continue
