@@ -1,0 +1,85 @@
+"""python-etcd 0.4.5's own integration tests, run against kvd through an ``etcd`` wrapper.
+
+The suite starts the first ``etcd`` on PATH with Go-style flags; a two-line wrapper execs
+kvd with the same arguments. Excluded, and why:
+
+- ``TestClusterFunctions::test_reconnect`` and ``..._with_several_hosts_passed`` kill
+  node 0 and read the key back from another node, which needs replication between the
+  nodes (the Raft proposer); the helper's three nodes are independent single-node kvds.
+- ``test_ssl.py`` needs client TLS flags (``-cert-file``), not offered yet; ``test_auth.py``
+  needs the v2 auth API, which kvd does not implement.
+
+The sdist and its test dependencies are fetched once with pip into a cache directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.process.kv.harness import REPO
+
+VERSION = "0.4.5"
+CACHE = Path(os.environ.get("FLOTILLA_CACHE", Path.home() / ".cache" / "flotilla"))
+
+
+def _fetch() -> Path:
+    root = CACHE / f"python-etcd-{VERSION}"
+    ready = root / ".ready"
+    if ready.exists():
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    pip = [sys.executable, "-m", "pip", "-q"]
+    try:
+        subprocess.run([*pip, "download", "--no-deps", "--no-binary", ":all:",
+                        f"python-etcd=={VERSION}", "-d", str(root)], check=True, timeout=240)
+        subprocess.run([*pip, "install", "--target", str(root / "deps"), "nose", "dnspython",
+                        "mock", "pyOpenSSL==26.1.0"], check=True, timeout=240)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+        pytest.skip(f"python-etcd {VERSION} could not be fetched with pip: {err}")
+    with tarfile.open(root / f"python-etcd-{VERSION}.tar.gz") as tar:
+        tar.extractall(root, filter="data")
+    ready.touch()
+    return root
+
+
+@pytest.mark.timeout(240)
+def test_python_etcd_integration_suite_passes(tmp_path: Path) -> None:
+    root = _fetch()
+    source = root / f"python-etcd-{VERSION}"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    wrapper = bindir / "etcd"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m flotilla.daemons.kv "$@"\n')
+    wrapper.chmod(0o755)
+    suite = "src/etcd/tests/integration/test_simple.py"
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-W", "ignore",
+            "-o", "addopts=", suite]
+    # -k matches substrings, so keep test_reconnect_not_allowed while dropping the two.
+    argv += ["-k", "not several_hosts_passed and not (test_reconnect and not not_allowed)"]
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", TMPDIR=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([str(root / "deps"), str(source / "src"),
+                                           str(REPO)]))
+    proc = subprocess.Popen(argv, cwd=source, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=220)
+    finally:
+        # The suite's helper spawns kvd processes in this session; leave none behind.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    summary = output.strip().splitlines()[-1] if output.strip() else ""
+    passed = re.search(r"(\d+) passed", summary)
+    assert proc.returncode == 0, output[-6000:]
+    assert passed is not None and int(passed.group(1)) == 15, summary
+    assert "2 deselected" in summary, summary
+    assert "failed" not in summary and "error" not in summary, summary
