@@ -11,7 +11,8 @@ units are submitted with the same writes the API makes. Reported:
   of "units launched per second" to it.
 
 Usage: ``python bench/fleet/run.py [--units 1000] [--machines 100] [--store URL]``
-(without ``--store`` a temporary etcd with ``--enable-v2`` is started on 127.0.0.x).
+(without ``--store`` a temporary etcd with ``--enable-v2``, or with ``--kvd`` our kvd,
+is started on 127.0.0.x).
 """
 
 from __future__ import annotations
@@ -58,13 +59,14 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_etcd(workdir: Path) -> tuple[subprocess.Popen, str]:
+def start_etcd(workdir: Path, kvd: bool = False) -> tuple[subprocess.Popen, str]:
     host = "127.0.0.61"
     client, peer = free_port(host), free_port(host)
     url, peer_url = f"http://{host}:{client}", f"http://{host}:{peer}"
     with open(workdir / "etcd.log", "wb") as log:
         proc = subprocess.Popen(
-            ["etcd", "--enable-v2", "--name", "b", "--data-dir", str(workdir / "etcd"),
+            [*([sys.executable, "-m", "flotilla.daemons.kv"] if kvd else ["etcd"]),
+             "--enable-v2", "--name", "b", "--data-dir", str(workdir / "etcd"),
              "--listen-client-urls", url, "--advertise-client-urls", url,
              "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
              "--initial-cluster", f"b={peer_url}"],
@@ -198,6 +200,8 @@ def main() -> int:
     parser.add_argument("--units", type=int, default=1000)
     parser.add_argument("--machines", type=int, default=100)
     parser.add_argument("--store", default="", help="etcd v2 URL (default: start etcd)")
+    parser.add_argument("--kvd", action="store_true",
+                        help="start our kvd (single member) instead of etcd")
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--anchor-puts", type=int, default=2000)
     parser.add_argument("--timeout", type=float, default=120.0)
@@ -213,7 +217,7 @@ def main() -> int:
     try:
         url = args.store
         if not url:
-            etcd, url = start_etcd(workdir)
+            etcd, url = start_etcd(workdir, kvd=args.kvd)
         result = asyncio.run(main_async(args, url, workdir, etcd.pid if etcd else None))
     finally:
         if etcd is not None:

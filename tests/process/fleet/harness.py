@@ -48,8 +48,16 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str,
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def store_command() -> list[str]:
+    """Debian's etcd by default; ``FLEET_TEST_STORE=kvd`` runs the same tests on our kvd,
+    which takes etcd's flags."""
+    if os.environ.get("FLEET_TEST_STORE") == "kvd":
+        return [PYTHON, "-m", "flotilla.daemons.kv"]
+    return ["etcd"]
+
+
 class Etcd:
-    """A single-member etcd with the v2 API enabled, in a temp data dir."""
+    """A single-member etcd (or kvd) with the v2 API enabled, in a temp data dir."""
 
     def __init__(self, host: str = "127.0.0.31") -> None:
         self.host = host
@@ -63,7 +71,8 @@ class Etcd:
         peer = f"http://{self.host}:{self.peer_port}"
         with open(self.dir / "etcd.log", "wb") as log:
             self.proc = subprocess.Popen(
-                ["etcd", "--enable-v2", "--name", "t", "--data-dir", str(self.dir / "data"),
+                [*store_command(), "--enable-v2", "--name", "t",
+                 "--data-dir", str(self.dir / "data"),
                  "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
                  "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                  "--initial-cluster", f"t={peer}"],
