@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .harness import Etcd, running_cluster
+from .harness import Etcd, running_cluster, wait_for
 
 OPTIONS = [{"section": "Service", "name": "ExecStart", "value": "/bin/true"}]
 
@@ -96,3 +96,23 @@ def test_paging_with_next_page_token(etcd: Etcd) -> None:
         assert listed.split() == names
         _, response = cluster.api("GET", "/machines")
         assert response["machines"][0]["primaryIP"] == cluster.nodes[0].host
+
+
+@pytest.mark.timeout(60)
+def test_patch_machine_metadata_changes_listing_and_placement(etcd: Etcd) -> None:
+    with running_cluster(etcd, metadata=["", ""]) as cluster:
+        target = cluster.nodes[1].machine_id
+        options = [*OPTIONS, {"section": "X-Fleet", "name": "MachineMetadata",
+                              "value": "disk=ssd"}]
+        assert put(cluster, "ssd.service", {"desiredState": "launched",
+                                            "options": options})[0] == 201
+        ops = [{"op": "add", "path": f"/{target}/metadata/disk", "value": {"value": "ssd"}}]
+        assert cluster.api("PATCH", "/machines", json.dumps(ops).encode())[0] == 204
+        wait_for(lambda: cluster.running().get("ssd.service") == target, 15,
+                 "unit placed on the machine given disk=ssd at run time")
+        machines = {m["id"]: m["metadata"] for m in cluster.api("GET", "/machines")[1]["machines"]}
+        assert machines[target] == {"disk": "ssd"}
+        remove = [{"op": "remove", "path": f"/{target}/metadata/disk"}]
+        assert cluster.api("PATCH", "/machines", json.dumps(remove).encode())[0] == 204
+        wait_for(lambda: "ssd.service" not in cluster.running(), 15,
+                 "unit unscheduled once the metadata is removed")
