@@ -133,6 +133,9 @@ class RaftShell:
         self._nonce = os.urandom(8)
         self._counter = 0
         self._inputs: list[tuple[str, Any]] = []
+        #: proposals and reads that arrived while no leader was known (e.g. mid-election);
+        #: retried once one is, until their caller's timeout gives up on them
+        self._parked: list[tuple[str, Any]] = []
         self._wakeup = asyncio.Event()
         self._waiting: dict[bytes, asyncio.Future[Any]] = {}
         self._reads: list[tuple[int, bytes]] = []  # (read index, rid) not yet served
@@ -302,6 +305,8 @@ class RaftShell:
             await self._wakeup.wait()
             self._wakeup.clear()
             inputs, self._inputs = self._inputs, []
+            if self._parked and core.lead != NONE:
+                inputs, self._parked = self._parked + inputs, []
             self._step_inputs(inputs)
             while core.has_ready():
                 await self._handle_ready(core.ready())
@@ -318,10 +323,12 @@ class RaftShell:
             elif kind == "propose":
                 proposals.append(item)
             elif kind == "read":
+                if item not in self._waiting:
+                    continue  # its caller already gave up
                 try:
                     core.read_index(item)
-                except NotLeader as exc:
-                    self._fail(item, exc)
+                except NotLeader:
+                    self._parked.append((kind, item))
             elif kind == "conf":
                 rid, cc = item
                 try:
@@ -345,8 +352,7 @@ class RaftShell:
         except NotLeader as exc:
             leader = exc.leader
         if leader == NONE or leader == self.cfg.node_id or self.transport is None:
-            for rid, _ in batch:
-                self._fail(rid, NotLeader(leader))
+            self._parked.extend(("propose", item) for item in batch if item[0] in self._waiting)
             return
         entries = tuple(
             Entry(term=0, index=k + 1, data=p) for k, p in enumerate(payloads)

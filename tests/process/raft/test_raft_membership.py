@@ -24,7 +24,7 @@ def conf(cluster: Cluster, op: dict) -> dict:
 
 @pytest.mark.timeout(120)
 def test_grow_to_five_and_shrink_back_to_three_under_load(tmp_path: Path) -> None:
-    c = Cluster(tmp_path, [1, 2, 3], snapshot_every=500)
+    c = Cluster(tmp_path, [1, 2, 3], snapshot_every=100)
     current = [1, 2, 3]
     load = Load(c, clients=4, targets=lambda: list(current))
     try:
@@ -32,7 +32,8 @@ def test_grow_to_five_and_shrink_back_to_three_under_load(tmp_path: Path) -> Non
             c.start(i)
         c.wait_leader()
         load.start()
-        load.wait_progress(50, 20)
+        # Past a snapshot, so the joiners must be sent one (InstallSnapshot).
+        load.wait_progress(150, 30)
         for new in (4, 5):
             m = c.define(new)
             c.start(new, join=True, peers=[*current, new])
@@ -44,6 +45,10 @@ def test_grow_to_five_and_shrink_back_to_three_under_load(tmp_path: Path) -> Non
             conf(c, {"op": "add", "id": new, "addr": addr})
             current.append(new)
             load.wait_progress(30, 20)
+        installed = [
+            (c.status(n) or {}).get("stats", {}).get("snapshots_installed") for n in (4, 5)
+        ]
+        assert all(installed), f"joiners installed no snapshot: {installed}"
         voters = wait_until(
             lambda: all((c.status(i) or {}).get("voters") == [1, 2, 3, 4, 5] for i in current)
             and current, 20, "five voters everywhere")
