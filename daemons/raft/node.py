@@ -512,8 +512,15 @@ class DemoServer:
     def __init__(self, shell: RaftShell, sm: ListMachine) -> None:
         self.shell = shell
         self.sm = sm
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    def abort_clients(self) -> None:
+        """End client connections so their handlers finish before the loop closes."""
+        for writer in list(self.writers):
+            writer.transport.abort()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.add(writer)
         try:
             while line := await reader.readline():
                 try:
@@ -529,6 +536,7 @@ class DemoServer:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self.writers.discard(writer)
             writer.close()
 
     async def dispatch(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -592,13 +600,16 @@ async def _serve(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     shell.on_failure = lambda exc: stop.set()
     await shell.start()
-    server = await asyncio.start_server(DemoServer(shell, sm).handle, *args.client)
+    demo = DemoServer(shell, sm)
+    server = await asyncio.start_server(demo.handle, *args.client)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(f"ready node={args.id} client={args.client[0]}:{args.client[1]}", flush=True)
     await stop.wait()
     server.close()
+    demo.abort_clients()
+    await asyncio.sleep(0)
     await shell.stop()
     if shell.failed is not None:
         raise SystemExit(f"node {args.id}: stopped after an internal error: {shell.failed!r}")
