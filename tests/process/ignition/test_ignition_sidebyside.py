@@ -14,7 +14,10 @@ from tests.process.ignition.sidebyside import available, compare
 
 CASES = json.loads((Path(__file__).parent / "sidebyside_cases.json").read_text())
 
-pytestmark = pytest.mark.skipif(not available(), reason="Debian's ignition is not installed")
+@pytest.fixture(autouse=True)
+def _debian_ignition_installed() -> None:
+    if not available():
+        pytest.fail("Debian's ignition is not installed; tests/setup.sh installs it")
 
 
 @pytest.fixture
