@@ -241,7 +241,13 @@ def _generated_units(cfg: CloudConfig) -> list[Unit]:
                     for n in names]
     update = cfg.coreos.update
     if update.reboot_strategy == "off":
-        out.append(Unit(name="locksmithd.service", runtime=True, mask=True, command="stop"))
+        # One entry per unit: a separate unmasked entry for the locksmith drop-in would
+        # undo this mask, and every run would flip the mask back and forth.
+        locksmith = next((u for u in out if u.name == "locksmithd.service"), None)
+        if locksmith is None:
+            out.append(Unit(name="locksmithd.service", runtime=True, mask=True, command="stop"))
+        else:
+            locksmith.mask, locksmith.command = True, "stop"
     elif update.reboot_strategy:
         out.append(Unit(name="locksmithd.service", runtime=True, command="restart"))
     if update.group or update.server:
