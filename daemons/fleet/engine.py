@@ -24,6 +24,7 @@ from flotilla.daemons.kvclient import (
     Mirror,
     Node,
     NodeExist,
+    TestFailed,
 )
 
 from . import model
@@ -40,6 +41,30 @@ from .scheduler import (
 )
 
 log = logging.getLogger("fleet.engine")
+
+GC_INTERVAL = 60.0  # how often the leader looks for unit files no job uses
+GC_MIN_AGE = 60.0  # an unused file must stay unused this long (the API writes the
+#                    file just before the job that uses it)
+
+
+def collectable(
+    stored: dict[str, int], referenced: set[str], first_unused: dict[tuple[str, int], float],
+    now: float, min_age: float = GC_MIN_AGE,
+) -> tuple[list[tuple[str, int]], dict[tuple[str, int], float]]:
+    """Unit files (hash, modifiedIndex) to delete, and the updated "unused since" table.
+
+    fleet never deletes ``unit/<hash>`` keys, so the store grows with every edited unit.
+    A file goes only once no job has referred to it for ``min_age`` seconds *at the same
+    modifiedIndex*: the API rewrites the file on every submit, which restarts the clock,
+    and the delete is conditional on that index, so a file being submitted again is
+    never removed from under its new job.
+    """
+    unused = {(h, index) for h, index in stored.items() if h not in referenced}
+    table = {entry: first_unused.get(entry, now) for entry in unused}
+    doomed = sorted(entry for entry, since in table.items() if now - since >= min_age)
+    for entry in doomed:
+        del table[entry]
+    return doomed, table
 
 
 class Engine:
@@ -62,6 +87,8 @@ class Engine:
         self.cpu_seconds = 0.0
         self.bad_units: dict[str, str] = {}
         self._hash_of_object: dict[str, str] = {}
+        self._unused_since: dict[tuple[str, int], float] = {}
+        self._referenced: set[str] = set()
         self._requirements: dict[tuple[str, str], model.Requirements | None] = {}
 
     @property
@@ -127,6 +154,7 @@ class Engine:
         """Hold or seek the lease every interval; reconcile while leader."""
         loop = asyncio.get_running_loop()
         next_lease = 0.0
+        next_gc = loop.time() + GC_INTERVAL
         while True:
             if loop.time() >= next_lease:
                 was_leader = self.is_leader
@@ -148,6 +176,12 @@ class Engine:
                     await self.reconcile()
                 except Exception:
                     log.exception("engine reconcile failed")
+                if loop.time() >= next_gc:
+                    next_gc = loop.time() + GC_INTERVAL
+                    try:
+                        await self.collect_unit_files(loop.time())
+                    except (EtcdError, ClusterUnavailable) as error:
+                        log.warning("unit file collection failed: %s", error)
             timeout = max(0.0, next_lease - loop.time())
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
@@ -197,6 +231,7 @@ class Engine:
                     self._hash_of_object.clear()
                 self._hash_of_object[raw] = unit_hash
             hashes[name] = unit_hash
+        self._referenced = set(hashes.values())
         missing = {h for h in hashes.values() if h not in self.registry._unit_cache}
         if missing:
             await self.registry.gather_limited(
@@ -234,6 +269,24 @@ class Engine:
             self._requirements.clear()
         self._requirements[key] = requirements
         return requirements
+
+    async def collect_unit_files(self, now: float) -> list[str]:
+        """Delete unit files unused for GC_MIN_AGE; returns the hashes deleted."""
+        try:
+            reply = await self.kv.get(f"{self.keys.prefix}/unit")
+            stored = {node.key.rsplit("/", 1)[-1]: node.modified_index
+                      for node in reply.node.nodes}
+        except KeyNotFound:
+            stored = {}
+        doomed, self._unused_since = collectable(stored, self._referenced,
+                                                 self._unused_since, now)
+        for unit_hash, index in doomed:
+            with contextlib.suppress(KeyNotFound, TestFailed):
+                await self.kv.compare_and_delete(self.keys.unit(unit_hash), prev_index=index)
+            self.registry._unit_cache.pop(unit_hash, None)
+        if doomed:
+            log.info("deleted %d unused unit files", len(doomed))
+        return [unit_hash for unit_hash, _ in doomed]
 
     async def reconcile(self) -> None:
         started = self.cpu_clock()

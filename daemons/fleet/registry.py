@@ -25,12 +25,11 @@ one unit wakes one machine instead of every machine re-reading every job.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from flotilla.daemons.kvclient import KeyNotFound, KVClient, Node, NodeExist
+from flotilla.daemons.kvclient import KeyNotFound, KVClient, Node
 
 from . import model
 from .model import UnitOption
@@ -217,8 +216,9 @@ class Registry:
     async def store_unit_file(self, options: Sequence[UnitOption]) -> str:
         unit_hash = model.unit_hash(options)
         raw = json.dumps({"Raw": model.serialize_options(options)})
-        with contextlib.suppress(NodeExist):
-            await self.kv.create(self.keys.unit(unit_hash), raw)
+        # Written every time (not create-if-absent): the new modifiedIndex tells the
+        # engine's unit-file collection that this file is in use again.
+        await self.kv.set(self.keys.unit(unit_hash), raw)
         self._unit_cache[unit_hash] = list(options)
         return unit_hash
 

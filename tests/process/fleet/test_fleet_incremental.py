@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from flotilla.daemons.fleet.agent import Agent
 from flotilla.daemons.fleet.engine import Engine
-from flotilla.daemons.fleet.model import UnitOption
+from flotilla.daemons.fleet.model import UnitOption, unit_hash
 from flotilla.daemons.fleet.registry import MachineState, Registry
 from flotilla.daemons.fleet.standin import StandInSystemd
 from flotilla.daemons.kvclient import KVClient
@@ -80,5 +80,37 @@ def test_one_unit_change_touches_only_its_machine(etcd: Etcd) -> None:
             await engine.release()
             await engine_kv.close()
             await submit.kv.close()
+
+    asyncio.run(body())
+
+
+@pytest.mark.timeout(30)
+def test_engine_collects_unit_files_no_job_uses(etcd: Etcd) -> None:
+    async def body() -> None:
+        prefix = "/gc_test/"
+        kv = KVClient([etcd.url])
+        registry = Registry(kv, prefix)
+        engine = Engine(Registry(KVClient([etcd.url]), prefix), "engine", interval=0.2)
+        task = asyncio.create_task(engine.run())
+        try:
+            old = [UnitOption("Service", "ExecStart", "/bin/old")]
+            new = [UnitOption("Service", "ExecStart", "/bin/new")]
+            await registry.create_unit("a.service", old, "inactive")
+            await registry.create_unit("a.service", new, "inactive")  # --replace
+            await registry.create_unit("b.service", old, "inactive")
+            await registry.destroy_unit("b.service")
+            await until(lambda: engine.reconciles > 2 and len(engine._referenced) == 1, 10,
+                        "engine to see the jobs")
+            assert await engine.collect_unit_files(now=1000.0) == []
+            assert await engine.collect_unit_files(now=1061.0) == [unit_hash(old)]
+            assert await registry.unit_options(unit_hash(new)) == new
+            registry._unit_cache.clear()
+            assert await registry.unit_options(unit_hash(old)) is None
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await engine.release()
+            await engine.kv.close()
+            await kv.close()
 
     asyncio.run(body())
