@@ -31,11 +31,12 @@ VALUE_FLAGS: dict[str, str] = {
     "initial-cluster-token": "etcd-cluster",
     "discovery": "",
     "history-bytes": str(DEFAULT_HISTORY_BYTES),
+    "snapshot-count": "10000",
 }
 
 # etcd flags with no meaning for kvd; accepted so etcd command lines keep working.
 IGNORED_FLAGS = {
-    "enable-v2", "heartbeat-interval", "election-timeout", "snapshot-count",
+    "enable-v2", "heartbeat-interval", "election-timeout",
     "max-snapshots", "max-wals", "quota-backend-bytes", "auto-compaction-retention",
     "auto-compaction-mode", "logger", "log-outputs", "log-level", "debug",
     "enable-pprof", "metrics", "strict-reconfig-check", "discovery-fallback",
@@ -66,6 +67,7 @@ class Config:
     history_bytes: int
     fsync: bool = True
     version: bool = False
+    snapshot_count: int = 10000  # applied Raft entries between snapshots (clusters only)
     ignored: list[str] = field(default_factory=list)
 
     @property
@@ -171,6 +173,12 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
             raise ValueError
     except ValueError:
         raise ConfigError("--history-bytes: must be a positive integer") from None
+    try:
+        snapshot_count = int(value("snapshot-count"))
+        if snapshot_count < 1:
+            raise ValueError
+    except ValueError:
+        raise ConfigError("--snapshot-count: must be a positive integer") from None
     ignored = [f for f in IGNORED_FLAGS
                if getattr(args, "ignored_" + f.replace("-", "_")) is not None]
     return Config(
@@ -186,6 +194,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
         discovery=value("discovery"),
         history_bytes=history_bytes,
         fsync=not boolean("no-fsync", False),
+        snapshot_count=snapshot_count,
         version=boolean("version", False),
         ignored=sorted(ignored),
     )

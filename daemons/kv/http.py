@@ -3,8 +3,9 @@
 Routing is done by hand in one catch-all handler: it is faster than aiohttp's router for
 this small table and lets the keys API redirect non-canonical paths (``//a/../b``) with a
 301 exactly like Go's ServeMux does for etcd. Every answer carries etcd's CORS headers.
-Writes go to the :class:`Proposer`; reads and watches use the local store, with
-``quorum=true`` first waiting on the proposer's read barrier.
+Writes go to the :class:`Proposer`; reads and watches use the local store. A GET first
+waits on the proposer's read barrier (linearizable, ReadIndex in a cluster) unless the
+request says ``quorum=false``, which asks for a local read that may lag the leader.
 """
 
 from __future__ import annotations
@@ -179,9 +180,10 @@ class KeysApi:
             if req.wait:
                 return await self._watch(request, req.key, req.recursive, req.stream,
                                          req.wait_index)
-            if req.quorum:
-                await self.proposer.read_barrier()
             try:
+                local_read = not req.quorum and any(k == "quorum" for k, _ in query_pairs)
+                if not local_read:
+                    await self.proposer.read_barrier()
                 event = self.store.get(req.key, req.recursive, req.sorted)
             except EtcdError as err:
                 return self._error(err)
@@ -329,7 +331,8 @@ class KeysApi:
     async def stats_leader(self, request: web.Request) -> web.Response:
         if not self.proposer.is_leader():
             return self._json({"message": "not current leader"}, status=403)
-        return self._json({"leader": f"{self.info.member.id:x}", "followers": {}})
+        followers = getattr(self.proposer, "follower_stats", dict)()
+        return self._json({"leader": f"{self.info.member.id:x}", "followers": followers})
 
     async def stats_store(self, request: web.Request) -> web.Response:
         return self._json({**self.store.stats, "watchers": self.store.watcher_count})

@@ -30,6 +30,12 @@ from flotilla.daemons.kv.http import (
     make_app,
 )
 from flotilla.daemons.kv.proposer import LocalProposer, Proposer
+from flotilla.daemons.kv.replicated import (
+    RaftProposer,
+    check_cluster_config,
+    is_clustered,
+    raft_proposer_from_config,
+)
 
 EXPIRY_POLL_SECONDS = 0.1
 
@@ -68,10 +74,28 @@ def server_info(config: Config) -> ServerInfo:
     return ServerInfo(member=me, cluster_id=config.cluster_id, members=members)
 
 
+def follow_raft_membership(info: ServerInfo, proposer: RaftProposer) -> None:
+    """Keep ``info.members`` equal to the Raft voters and their published attributes."""
+
+    def refresh() -> None:
+        info.members[:] = [Member(ident, name, peers, clients)
+                           for ident, name, peers, clients in proposer.members()]
+
+    proposer.machine.on_members = refresh
+    refresh()
+
+
 async def serve(config: Config, stop: asyncio.Event) -> None:
-    proposer = LocalProposer(Path(config.data_dir), config.history_bytes, config.fsync)
-    proposer.start()
-    api = KeysApi(proposer, server_info(config))
+    info = server_info(config)
+    proposer: LocalProposer | RaftProposer
+    if is_clustered(config):
+        proposer = raft_proposer_from_config(config)
+        follow_raft_membership(info, proposer)
+        await proposer.start()
+    else:
+        proposer = LocalProposer(Path(config.data_dir), config.history_bytes, config.fsync)
+        proposer.start()
+    api = KeysApi(proposer, info)
     runner = web.AppRunner(make_app(api), handler_cancellation=True, access_log=None)
     await runner.setup()
     for url in config.listen_client_urls:
@@ -96,6 +120,8 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = parse_config(sys.argv[1:] if argv is None else argv)
+        if is_clustered(config):
+            check_cluster_config(config)
     except ConfigError as err:
         print(f"kvd: {err}", file=sys.stderr)
         return 2
