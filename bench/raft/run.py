@@ -37,12 +37,14 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-def fsync_rate(directory: Path, seconds: float) -> float:
+def fsync_rate(directory: Path, seconds: float) -> tuple[float, float]:
+    """Raw fsyncs per second, and CPU milliseconds (user+system) each one costs."""
     path = directory / "fsync-probe"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     count = 0
     deadline = time.perf_counter() + seconds
     started = time.perf_counter()
+    cpu0 = time.process_time()
     try:
         while time.perf_counter() < deadline:
             os.write(fd, b"x" * 200)
@@ -51,7 +53,8 @@ def fsync_rate(directory: Path, seconds: float) -> float:
     finally:
         os.close(fd)
         path.unlink()
-    return count / (time.perf_counter() - started)
+    cpu_ms = (time.process_time() - cpu0) * 1000 / max(count, 1)
+    return count / (time.perf_counter() - started), cpu_ms
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -113,8 +116,9 @@ def pct(sorted_values: list[float], p: float) -> float:
 
 
 async def main_async(args: argparse.Namespace, root: Path) -> None:
-    fsyncs = fsync_rate(root, 2.0)
-    print(f"anchor: raw append+fdatasync on {root}: {fsyncs:,.0f} fsyncs/s")
+    fsyncs, fsync_cpu_ms = fsync_rate(root, 2.0)
+    print(f"anchor: raw append+fdatasync on {root}: {fsyncs:,.0f} fsyncs/s "
+          f"({fsync_cpu_ms:.3f} CPU ms each)")
 
     peers, clients = {}, {}
     for i in IDS:
@@ -141,7 +145,7 @@ async def main_async(args: argparse.Namespace, root: Path) -> None:
               "clients on the leader, sharing the cores with the members")
         print(f"{'proposers':>9} {'commits/s':>10} {'÷fsync/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
               f"{'CPU ms/entry':>12} {'errors':>6}")
-        for proposers in (1, 16, 256):
+        for proposers in args.proposers:
             cpu0 = cpu_seconds(pids)
             t0 = time.perf_counter()
             errors, lat = await phase(clients[leader], proposers, args.seconds)
@@ -165,6 +169,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each phase")
     parser.add_argument("--dir", help="data directory parent (default: a temp dir in /var/tmp)")
     parser.add_argument("--keep", action="store_true", help="keep data and logs")
+    parser.add_argument("--proposers", type=int, nargs="+", default=[1, 16, 256],
+                        help="concurrent proposers per phase")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="raft-bench-", dir=args.dir or "/var/tmp"))
     try:
