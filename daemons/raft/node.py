@@ -58,8 +58,9 @@ from .messages import (
     Ready,
     Role,
 )
-from .storage import DiskStorage
+from .storage import DiskStorage, StorageCorruptError
 from .transport import PeerTransport
+from .wal import WalCorruptError
 
 log = logging.getLogger(__name__)
 
@@ -640,7 +641,11 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), stream=sys.stderr,
         format=f"%(asctime)s node{args.id} %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(_serve(args))
+    try:
+        asyncio.run(_serve(args))
+    except (WalCorruptError, StorageCorruptError) as exc:
+        print(f"node {args.id}: refusing to start: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
