@@ -162,7 +162,10 @@ class DiskStorage:
         data_dir = Path(data_dir)
         wal_dir = data_dir / "wal"
         snap_dir = data_dir / "snap"
+        created = not data_dir.exists()
         data_dir.mkdir(parents=True, exist_ok=True)
+        if created:
+            wal.fsync_dir(data_dir.parent)  # the new directory's own name must survive too
         snap_dir.mkdir(exist_ok=True)
         first = _segment_header(HardState(), SnapshotMeta())
         seg_log, per_segment = wal.SegmentedLog.open(wal_dir, first)
