@@ -12,6 +12,7 @@ Usage: python packaging/build.py [--format deb|rpm|all] [--out DIR]
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import shutil
 import subprocess
@@ -105,21 +106,27 @@ def nfpm(fmt: str, stage_dir: Path, out: Path) -> Path:
 
 
 def build(formats: list[str], out: Path) -> dict[str, Path]:
-    """Builds the packages, reusing ones built from identical sources."""
+    """Builds the packages, reusing ones built from identical sources.
+
+    Serialised by a lock file, so concurrent test runs never stage into the same folder.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    digest = source_digest()
-    stamp = out / "sources.digest"
-    version = project()["version"]
-    expected = {f: out / f"flotilla_{version}_amd64.{f}" for f in formats}
-    if stamp.exists() and stamp.read_text() == digest and all(
-        p.exists() for p in expected.values()
-    ):
-        return expected
-    stage_dir = out / "stage"
-    stage(stage_dir)
-    built = {fmt: nfpm(fmt, stage_dir, out) for fmt in formats}
-    stamp.write_text(digest)
-    return built
+    with open(out / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        digest = source_digest()
+        stamp = out / "sources.digest"
+        version = project()["version"]
+        expected = {f: out / f"flotilla_{version}_amd64.{f}" for f in formats}
+        if stamp.exists() and stamp.read_text() == digest and all(
+            p.exists() for p in expected.values()
+        ):
+            return expected
+        stamp.unlink(missing_ok=True)
+        stage_dir = out / "stage"
+        stage(stage_dir)
+        built = {fmt: nfpm(fmt, stage_dir, out) for fmt in formats}
+        stamp.write_text(digest)
+        return built
 
 
 def main() -> int:
