@@ -28,9 +28,9 @@ def _report(mismatches: list) -> str:
 @pytest.mark.parametrize("seed", [7, 20261122])
 def test_random_sequences_answer_like_etcd(pair: tuple[Server, Server], seed: int) -> None:
     etcd, kvd = pair
-    mismatches, counts = asyncio.run(run_sequence(etcd.url, kvd.url, seed, steps=1500))
-    assert sum(counts.values()) == 1500
-    assert counts.get("write", 0) > 500 and counts.get("bad", 0) > 50
+    mismatches, counts = asyncio.run(run_sequence(etcd.url, kvd.url, seed, steps=1000))
+    assert sum(counts.values()) == 1000
+    assert counts.get("write", 0) > 400 and counts.get("bad", 0) > 40
     assert not mismatches, _report(mismatches)
     assert kvd.proc.poll() is None
 

@@ -68,7 +68,7 @@ def _base(url: str) -> int:
 
 
 def _normalise(text: str, base: int) -> str:
-    text = _INDEXES.sub(lambda m: f"{m.group(1)}{int(m.group(2)) - base}{m.group(3)}"
+    text = _INDEXES.sub(lambda m: f"{m.group(1)}{int(m.group(2)) - base}"
                         if int(m.group(2)) >= base else m.group(0), text)
     return _ORDERED.sub(lambda m: f"/<{int(m.group(1)) - base}>", text)
 
