@@ -23,6 +23,7 @@ from pathlib import Path
 
 from aiohttp import web
 from flotilla.daemons.kvclient import KVClient
+from flotilla.daemons.service import listen_fds, notify
 
 from .agent import Agent
 from .api import VERSION, FleetApi
@@ -32,32 +33,6 @@ from .registry import MachineState, Registry
 from .systemd_iface import SystemdManager
 
 log = logging.getLogger("fleetd")
-
-SD_LISTEN_FDS_START = 3
-
-
-def sd_notify(state: str) -> None:
-    """Tell systemd about readiness (Type=notify); a no-op outside systemd."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.connect(address)
-        sock.sendall(state.encode())
-
-
-def inherited_sockets() -> list[socket.socket]:
-    """Sockets passed by systemd socket activation (LISTEN_FDS), if meant for us."""
-    if os.environ.get("LISTEN_PID") != str(os.getpid()):
-        return []
-    count = int(os.environ.get("LISTEN_FDS", "0") or 0)
-    sockets = [socket.socket(fileno=SD_LISTEN_FDS_START + i) for i in range(count)]
-    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        os.environ.pop(name, None)
-    return sockets
-
 
 def detect_public_ip() -> str:
     """The source address of the default route (a UDP connect sends no packet)."""
@@ -103,7 +78,7 @@ class FleetServer:
         self.api = api
         self.runner = web.AppRunner(api.app(), access_log=None)
         await self.runner.setup()
-        inherited = inherited_sockets()
+        inherited = listen_fds()
         for sock in inherited:
             await web.SockSite(self.runner, sock).start()
         if not inherited and self.config.api_socket:
@@ -132,11 +107,11 @@ class FleetServer:
             self.engine = Engine(self.registry, self.machine.id,
                                  interval=self.config.engine_reconcile_interval)
             self._engine_task = asyncio.create_task(self.engine.run(), name="engine")
-        sd_notify("READY=1\nSTATUS=fleetd running")
+        notify("READY=1", "STATUS=fleetd running")
         log.info("fleetd %s running as machine %s", VERSION, self.machine.id)
 
     async def stop(self) -> None:
-        sd_notify("STOPPING=1")
+        notify("STOPPING=1")
         if self._engine_task is not None:
             self._engine_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
