@@ -237,6 +237,9 @@ class Load:
                     self.failures += 1
                 time.sleep(0.02)
 
+    def acked_so_far(self) -> dict[int, list[str]]:
+        return {c: list(v) for c, v in self.acked.items()}
+
     @property
     def total_acked(self) -> int:
         return sum(len(v) for v in self.acked.values())
@@ -249,20 +252,28 @@ class Load:
         self._stop.set()
         for t in self._threads:
             t.join(15)
+        # A client still running could add acknowledgements after the final read.
+        assert not any(t.is_alive() for t in self._threads), "a load client did not stop"
 
 
-def check_history(values: list[str], load: Load) -> None:
-    """Acknowledged = applied exactly once, and each client's acks in its own order."""
+def check_history(
+    values: list[str], load: Load, acked: dict[int, list[str]] | None = None
+) -> None:
+    """Acknowledged = applied exactly once, and each client's acks in its own order.
+
+    While the load still runs, pass ``acked`` as copied *before* the values were read:
+    a put acknowledged after that moment is rightly absent from them.
+    """
     counts: dict[str, int] = {}
     for v in values:
         counts[v] = counts.get(v, 0) + 1
     dupes = [v for v, n in counts.items() if n > 1 and v != "final-barrier"]
     assert not dupes, f"applied more than once: {dupes[:10]}"
     position = {v: i for i, v in enumerate(values)}
-    for c, acked in load.acked.items():
-        missing = [v for v in acked if v not in position]
+    for c, client_acked in (acked if acked is not None else load.acked).items():
+        missing = [v for v in client_acked if v not in position]
         assert not missing, f"acknowledged but lost: {missing[:10]}"
-        order = [position[v] for v in acked]
+        order = [position[v] for v in client_acked]
         assert order == sorted(order), f"client {c}: acknowledged puts applied out of order"
 
 
