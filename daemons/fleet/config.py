@@ -136,7 +136,10 @@ def read_file(config: FleetConfig, path: Path) -> None:
         key, sep, value = stripped.partition("=")
         if not sep:
             raise ConfigError(f"{path}:{number}: expected key=value")
-        config.apply(key.strip(), value.strip(), f"{path}:{number}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]  # fleet.conf quotes every string: agent_ttl="30s"
+        config.apply(key.strip(), value, f"{path}:{number}")
 
 
 def build_parser() -> argparse.ArgumentParser:
