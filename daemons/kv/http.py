@@ -91,6 +91,10 @@ class KeysApi:
         self.store = proposer.store
         self.info = info
         self.cluster_id_hex = f"{info.cluster_id:x}"
+        # Rendered GET bodies, valid while the store index stays put. Bodies showing a
+        # TTL are never cached because their ttl counts down.
+        self._get_cache: dict[tuple[str, bool, bool], bytes] = {}
+        self._get_cache_index = -1
         self.routes = {
             "/v2/members": self.members,
             "/v2/members/": self.members,
@@ -106,7 +110,7 @@ class KeysApi:
 
     # ------------------------------------------------------------ dispatch
 
-    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
         kind = "keys" if path == KEYS_PREFIX or path.startswith(KEYS_PREFIX + "/") else path
         self.info.requests[request.method] = self.info.requests.get(request.method, 0) + 1
@@ -152,7 +156,7 @@ class KeysApi:
         body = b"" if head else event_json(event, time.time_ns(), no_value).encode()
         return web.Response(status=status, body=body, headers=self._headers(event.index))
 
-    async def keys(self, request: web.Request) -> web.StreamResponse:
+    async def keys(self, request: web.BaseRequest) -> web.StreamResponse:
         method = request.method
         if method == "OPTIONS":
             return web.Response(status=200, headers=CORS_HEADERS)
@@ -164,6 +168,9 @@ class KeysApi:
         canonical = go_clean_url_path(path)
         if canonical != path:
             return self._redirect(request, canonical)
+        if method == "GET" and not request.query_string:
+            await self.proposer.read_barrier()
+            return self._cached_get(path[len(KEYS_PREFIX):], False, False)
         pairs: list[tuple[str, str]] = []
         form_error = None
         if method in ("PUT", "POST"):
@@ -184,6 +191,8 @@ class KeysApi:
                 local_read = not req.quorum and any(k == "quorum" for k, _ in query_pairs)
                 if not local_read:
                     await self.proposer.read_barrier()
+                if method == "GET":
+                    return self._cached_get(req.key, req.recursive, req.sorted)
                 event = self.store.get(req.key, req.recursive, req.sorted)
             except EtcdError as err:
                 return self._error(err)
@@ -195,7 +204,26 @@ class KeysApi:
             return self._error(EtcdError(300, "no event for the command", self.store.index))
         return self._event(outcome, req.no_value)
 
-    def _redirect(self, request: web.Request, canonical: str) -> web.Response:
+    def _cached_get(self, key: str, recursive: bool, sort: bool) -> web.Response:
+        store = self.store
+        if self._get_cache_index != store.index or len(self._get_cache) > 4096:
+            self._get_cache.clear()
+            self._get_cache_index = store.index
+        cache_key = (key, recursive, sort)
+        body = self._get_cache.get(cache_key)
+        if body is None:
+            try:
+                event = store.get(key, recursive, sort)
+            except EtcdError as err:
+                return self._error(err)
+            body = event_json(event, time.time_ns()).encode()
+            if b'"expiration"' not in body:
+                self._get_cache[cache_key] = body
+        else:
+            store.stats["getsSuccess"] += 1
+        return web.Response(status=200, body=body, headers=self._headers(store.index))
+
+    def _redirect(self, request: web.BaseRequest, canonical: str) -> web.Response:
         location = quote(canonical, safe="/:@!$&'()*+,;=")
         if request.query_string:
             location += "?" + request.query_string
@@ -206,22 +234,21 @@ class KeysApi:
             return web.Response(status=301, text=None, body=body.encode(), headers=headers)
         return web.Response(status=301, headers=headers)
 
-    async def _body_form(self, request: web.Request) -> tuple[list[tuple[str, str]], str | None]:
+    async def _body_form(self, request: web.BaseRequest
+                         ) -> tuple[list[tuple[str, str]], str | None]:
         """Go's ``parsePostForm``: only url-encoded bodies count, up to 10 MiB."""
         ctype = request.headers.get("Content-Type", "")
         media = ctype.split(";", 1)[0].strip().lower()
         if ctype and not media:
-            await request.read()
             return [], "mime: no media type"
         if media != "application/x-www-form-urlencoded":
-            await request.read()
-            return [], None
+            return [], None  # Go ignores other bodies; aiohttp drains them
         raw = await request.content.read(MAX_FORM_BYTES + 1)
         if len(raw) > MAX_FORM_BYTES:
             return [], "http: POST too large"
         return parse_form(decode_go(raw))
 
-    async def _watch(self, request: web.Request, key: str, recursive: bool, stream: bool,
+    async def _watch(self, request: web.BaseRequest, key: str, recursive: bool, stream: bool,
                      since: int) -> web.StreamResponse:
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
 
@@ -264,7 +291,7 @@ class KeysApi:
         return web.Response(status=status, body=body.encode(), headers={
             **CORS_HEADERS, "Content-Type": JSON, "X-Etcd-Cluster-Id": self.cluster_id_hex})
 
-    async def members(self, request: web.Request) -> web.Response:
+    async def members(self, request: web.BaseRequest) -> web.Response:
         if request.method == "GET":
             return self._json({"members": [m.to_dict() for m in self.info.members]})
         if request.method == "POST":
@@ -272,7 +299,7 @@ class KeysApi:
         return web.Response(status=405, text="Method Not Allowed\n",
                             headers={**CORS_HEADERS, "Allow": "GET,POST"})
 
-    async def _member_add(self, request: web.Request) -> web.Response:
+    async def _member_add(self, request: web.BaseRequest) -> web.Response:
         """Validate like etcd (415, then 400 naming the problem) before refusing to add."""
         media = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         if media != JSON:
@@ -290,7 +317,7 @@ class KeysApi:
         return self._json({"message": "membership changes need a replicated cluster; "
                                       "this kvd runs as a single node"}, status=500)
 
-    async def member_item(self, request: web.Request) -> web.Response:
+    async def member_item(self, request: web.BaseRequest) -> web.Response:
         hexid = request.path[len("/v2/members/"):]
         if request.method not in ("DELETE", "PUT"):
             return web.Response(status=405, text="Method Not Allowed\n",
@@ -304,10 +331,10 @@ class KeysApi:
         return self._json({"message": "membership changes need a replicated cluster; "
                                       "this kvd runs as a single node"}, status=500)
 
-    async def members_leader(self, request: web.Request) -> web.Response:
+    async def members_leader(self, request: web.BaseRequest) -> web.Response:
         return self._json(self.info.member.to_dict())
 
-    async def machines(self, request: web.Request) -> web.Response:
+    async def machines(self, request: web.BaseRequest) -> web.Response:
         urls = []
         for member in [self.info.member, *self.info.members]:
             for url in member.client_urls:
@@ -316,7 +343,7 @@ class KeysApi:
         return web.Response(text=", ".join(urls), content_type="text/plain",
                             charset="utf-8", headers=CORS_HEADERS)
 
-    async def stats_self(self, request: web.Request) -> web.Response:
+    async def stats_self(self, request: web.BaseRequest) -> web.Response:
         member_hex = f"{self.info.member.id:x}"
         start = rfc3339nano(self.info.start_ns)
         uptime = go_duration(time.time_ns() - self.info.start_ns)
@@ -328,23 +355,23 @@ class KeysApi:
             "recvAppendRequestCnt": 0, "sendAppendRequestCnt": 0,
         })
 
-    async def stats_leader(self, request: web.Request) -> web.Response:
+    async def stats_leader(self, request: web.BaseRequest) -> web.Response:
         if not self.proposer.is_leader():
             return self._json({"message": "not current leader"}, status=403)
         followers = getattr(self.proposer, "follower_stats", dict)()
         return self._json({"leader": f"{self.info.member.id:x}", "followers": followers})
 
-    async def stats_store(self, request: web.Request) -> web.Response:
+    async def stats_store(self, request: web.BaseRequest) -> web.Response:
         return self._json({**self.store.stats, "watchers": self.store.watcher_count})
 
-    async def version(self, request: web.Request) -> web.Response:
+    async def version(self, request: web.BaseRequest) -> web.Response:
         return self._json({"etcdserver": ETCD_SERVER_VERSION,
                            "etcdcluster": ETCD_CLUSTER_VERSION}, newline=False)
 
-    async def health(self, request: web.Request) -> web.Response:
+    async def health(self, request: web.BaseRequest) -> web.Response:
         return self._json({"health": "true"}, newline=False)
 
-    async def metrics(self, request: web.Request) -> web.Response:
+    async def metrics(self, request: web.BaseRequest) -> web.Response:
         store = self.store
         rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         lines = [
@@ -393,7 +420,6 @@ class KeysApi:
                             headers={"X-Content-Type-Options": "nosniff"})
 
 
-def make_app(api: KeysApi) -> web.Application:
-    app = web.Application(client_max_size=MAX_FORM_BYTES + 1024)
-    app.router.add_route("*", "/{tail:.*}", api.dispatch)
-    return app
+def make_server(api: KeysApi) -> web.Server:
+    """aiohttp's low-level server: no router or middleware between socket and dispatch."""
+    return web.Server(api.dispatch, handler_cancellation=True, access_log=None)

@@ -27,7 +27,7 @@ from flotilla.daemons.kv.http import (
     KeysApi,
     Member,
     ServerInfo,
-    make_app,
+    make_server,
 )
 from flotilla.daemons.kv.proposer import LocalProposer, Proposer
 from flotilla.daemons.kv.replicated import (
@@ -96,7 +96,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
         proposer = LocalProposer(Path(config.data_dir), config.history_bytes, config.fsync)
         proposer.start()
     api = KeysApi(proposer, info)
-    runner = web.AppRunner(make_app(api), handler_cancellation=True, access_log=None)
+    runner = web.ServerRunner(make_server(api))
     await runner.setup()
     for url in config.listen_client_urls:
         parts = urlsplit(url)
