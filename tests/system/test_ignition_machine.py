@@ -111,6 +111,8 @@ def test_first_boot_runs_every_stage(provisioned):
     assert result["userConfigProvided"] is True
     boot_id = machine.path("/proc/sys/kernel/random/boot_id").read_text().strip()
     assert result["provisioningBootID"] == boot_id
+    journal = machine.run(["journalctl", "-b", "--no-pager", "-o", "cat"]).stdout
+    assert "ordering cycle" not in journal.lower()
     # The complete stage drops the cached config once done.
     assert not machine.path("/run/flotilla-ignition/config.json").exists()
 
@@ -188,7 +190,10 @@ def test_hash_mismatch_fails_the_units_and_writes_nothing():
             caught.value
         failed = machine.run(["systemctl", "list-units", "--failed", "--no-legend",
                               "--plain"], check=False).stdout
-        assert "flotilla-ignition-" in failed, failed
+        assert "flotilla-ignition-files.service" in failed, failed
+        files_log = machine.run(["journalctl", "-b", "--no-pager", "-o", "cat",
+                                 "--unit=flotilla-ignition-files.service"]).stdout
+        assert "hash mismatch" in files_log, files_log
         assert machine.run(["systemctl", "is-active", "emergency.target"],
                            check=False).stdout.strip() == "active"
         assert not machine.path("/etc/.ignition-result.json").exists()
