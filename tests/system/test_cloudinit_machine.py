@@ -290,6 +290,16 @@ BAD_INPUTS = {
 }
 
 
+# What each refusal must name, so an operator can find the problem.
+BAD_INPUT_NAMES = {
+    "malformed-yaml": "line",
+    "dotdot-path": "..",
+    "unknown-encoding": "rot13",
+    "command-on-missing-unit": "flt-does-not-exist.service",
+    "wrong-type": "hostname",
+}
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_fails_and_changes_nothing(applied, case):
     machine, _ = applied
@@ -298,7 +308,7 @@ def test_bad_input_fails_and_changes_nothing(applied, case):
     machine.write_file(f"/root/bad-{case}", BAD_INPUTS[case])
     result = _cloudinit(machine, "--from-file", f"/root/bad-{case}")
     assert result.returncode != 0, result.stdout + result.stderr
-    assert result.stderr.strip(), "a refusal must say why"
+    assert BAD_INPUT_NAMES[case] in result.stderr, result.stderr
     assert _snapshot(machine) == before
     assert not any(machine.path(f"/etc/flt/bad{i}").exists() for i in range(1, 6))
     assert not machine.path("/etc/flt-bad2").exists()
@@ -326,3 +336,20 @@ def test_path_unit_applies_user_data_through_systemd(applied):
                   and _unit_states(machine, [service])[service], 30, f"{service} finished")
     assert state[:3] == ("loaded", "active", "exited")
 
+
+
+def test_enabled_target_applies_user_data_on_boot(applied):
+    """Last in this module: reboots the shared machine."""
+    machine, _ = applied
+    machine.run(["systemctl", "enable", "flotilla-cloudinit-user-config.target"])
+    machine.write_file("/var/lib/flotilla/user_data",
+                       "#cloud-config\nwrite_files:\n  - path: /etc/flt/from-boot\n"
+                       "    content: applied-at-boot\n")
+    machine.restart()
+    service = "flotilla-cloudinit@var-lib-flotilla-user_data.service"
+    state = _wait(lambda: _unit_states(machine, [service])[service][1] in ("active", "failed")
+                  and _unit_states(machine, [service])[service], 30, f"{service} at boot")
+    assert state == ("loaded", "active", "exited")
+    assert machine.path("/etc/flt/from-boot").read_text() == "applied-at-boot"
+    # The earlier runs' state survived the reboot; the boot run only added the new file.
+    assert machine.path("/etc/hostname").read_text().strip() == "flt-ci-host"
