@@ -270,6 +270,8 @@ class KeysApi:
             if started.event is not None:
                 await response.write(event_json(started.event, time.time_ns()).encode())
                 return response
+            for event in started.backlog:
+                await response.write(event_json(event, time.time_ns()).encode())
             while True:
                 event = await queue.get()
                 if event is None:

@@ -223,6 +223,7 @@ class WatchStart:
     start_index: int
     event: Event | None = None
     watcher: Watcher | None = None
+    backlog: list[Event] = field(default_factory=list)  # stream watches: history first
 
 
 def _is_hidden_below(watch_path: str, key_path: str) -> bool:
@@ -632,34 +633,46 @@ class Store:
         if since == 0:
             since = self.index + 1
         start = self.index
+        if stream:
+            # Unlike etcd (which answers one old event and then stalls, etcd-io/etcd#1186),
+            # a stream replays every matching event it missed and then goes live.
+            backlog = self._scan(path, recursive, since, every=True)
+            watcher = Watcher(path, recursive, True, max(since, self.index + 1), deliver)
+            self.watchers.setdefault(path, []).append(watcher)
+            self.watcher_count += 1
+            return WatchStart(start, watcher=watcher, backlog=backlog)
         found = self._scan(path, recursive, since)
-        if found is not None:
-            return WatchStart(start, event=found)
+        if found:
+            return WatchStart(start, event=found[0])
         watcher = Watcher(path, recursive, stream, since, deliver)
         self.watchers.setdefault(path, []).append(watcher)
         self.watcher_count += 1
         return WatchStart(start, watcher=watcher)
 
-    def _scan(self, path: str, recursive: bool, since: int) -> Event | None:
+    def _scan(self, path: str, recursive: bool, since: int, every: bool = False
+              ) -> list[Event]:
+        """Matching history events from ``since``: the first one, or ``every`` one."""
         oldest = self.start_index
         if since < oldest:
             raise EtcdError(E.EVENT_INDEX_CLEARED,
                             f"the requested history has been cleared [{oldest}/{since}]",
                             self.index)
+        found: list[Event] = []
         if not self.history or since > self.history[-1].index:
-            return None
+            return found
         prefix = path + "/"
         for offset in range(since - oldest, len(self.history)):
             event = self.history[offset]
             if event.refresh:
                 continue
             key = event.key
-            if key == path or (recursive and key.startswith(prefix)):
-                return event
-            if event.action in (DELETE, EXPIRE) and event.prev is not None \
-                    and event.prev.dir and path.startswith(event.prev.key):
-                return event
-        return None
+            if key == path or (recursive and key.startswith(prefix)) or (
+                    event.action in (DELETE, EXPIRE) and event.prev is not None
+                    and event.prev.dir and path.startswith(event.prev.key)):
+                found.append(event)
+                if not every:
+                    break
+        return found
 
     def unwatch(self, watcher: Watcher) -> None:
         """Drop a watcher whose client went away."""

@@ -307,3 +307,16 @@ def test_replicas_applying_the_same_commands_agree(steps: list) -> None:
     restored = Store.restore(one.snapshot())
     assert restored.snapshot() == one.snapshot()
     assert one.index == len(one.history)
+
+
+def test_stream_watch_replays_every_missed_event_then_goes_live() -> None:
+    store = Store()
+    for value in "abc":
+        put(store, "/s/k", value=value)
+    put(store, "/other", value="x")
+    live: list[Event] = []
+    start = store.watch("/s", True, True, 2, lambda e: live.append(e) or True)
+    assert [e.node.value for e in start.backlog] == ["b", "c"]  # type: ignore[union-attr]
+    assert start.watcher is not None and start.event is None
+    put(store, "/s/k", value="d")
+    assert [e.node.value for e in live] == ["d"]  # type: ignore[union-attr]
