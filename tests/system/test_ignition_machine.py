@@ -87,21 +87,25 @@ def _show(machine, unit: str, *props: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
+FIRST_BOOT: dict[str, str] = {}
+
+
 @pytest.fixture(scope="module")
 def provisioned():
     cluster = _provisionable_machine(CONFIG)
     try:
         machine = cluster[0]
         machine.start()
-        first_state = machine.wait_running()
-        yield machine, first_state
+        FIRST_BOOT["state"] = machine.wait_running()
+        # A Machine argument gets its journal attached to a failing test's report.
+        yield machine
     finally:
         cluster.destroy()
 
 
 @pytest.mark.timeout(180)
 def test_first_boot_runs_every_stage(provisioned):
-    machine, state = provisioned
+    machine, state = provisioned, FIRST_BOOT["state"]
     assert state == "running", machine.run(["systemctl", "--failed", "--no-legend"]).stdout
     for unit in UNITS:
         props = _show(machine, unit, "ActiveState", "Result", "ExecMainStartTimestampMonotonic")
@@ -119,7 +123,7 @@ def test_first_boot_runs_every_stage(provisioned):
 
 @pytest.mark.timeout(60)
 def test_first_boot_wrote_files_links_and_directories(provisioned):
-    machine, _ = provisioned
+    machine = provisioned
     hello = machine.path("/etc/ign/hello.txt")
     assert hello.read_text() == HELLO
     assert hello.stat().st_mode & 0o7777 == 0o640
@@ -130,7 +134,7 @@ def test_first_boot_wrote_files_links_and_directories(provisioned):
 
 @pytest.mark.timeout(60)
 def test_first_boot_created_users_groups_and_keys(provisioned):
-    machine, _ = provisioned
+    machine = provisioned
     user = machine.run(["getent", "passwd", "ignuser"]).stdout.strip().split(":")
     assert user[0] == "ignuser"
     assert machine.run(["getent", "group", "igngroup"]).stdout.startswith("igngroup:")
@@ -143,7 +147,7 @@ def test_first_boot_created_users_groups_and_keys(provisioned):
 
 @pytest.mark.timeout(60)
 def test_first_boot_enabled_and_started_the_configs_unit(provisioned):
-    machine, _ = provisioned
+    machine = provisioned
     assert machine.run(["systemctl", "is-enabled", "ign-hello.service"]).stdout.strip() == \
         "enabled"
     # Enabled during this same boot and started by it, not only on the next one.
@@ -154,7 +158,7 @@ def test_first_boot_enabled_and_started_the_configs_unit(provisioned):
 
 @pytest.mark.timeout(180)
 def test_second_boot_does_not_run_the_units_again(provisioned):
-    machine, _ = provisioned
+    machine = provisioned
     before = machine.path("/etc/.ignition-result.json").read_bytes()
     machine.run(["sh", "-c", "echo changed-by-admin > /etc/ign/hello.txt"])
     state = machine.restart()
