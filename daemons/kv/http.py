@@ -169,7 +169,10 @@ class KeysApi:
         if canonical != path:
             return self._redirect(request, canonical)
         if method == "GET" and not request.query_string:
-            await self.proposer.read_barrier()
+            try:
+                await self.proposer.read_barrier()
+            except EtcdError as err:
+                return self._error(err)
             return self._cached_get(path[len(KEYS_PREFIX):], False, False)
         pairs: list[tuple[str, str]] = []
         form_error = None
@@ -333,8 +336,18 @@ class KeysApi:
         return self._json({"message": "membership changes need a replicated cluster; "
                                       "this kvd runs as a single node"}, status=500)
 
+    def _leader(self) -> Member | None:
+        """The member the proposer knows as leader (this one when not replicated)."""
+        leader_id = getattr(self.proposer, "leader_id", self.info.member.id)
+        if leader_id == self.info.member.id:
+            return self.info.member
+        return next((m for m in self.info.members if m.id == leader_id), None)
+
     async def members_leader(self, request: web.BaseRequest) -> web.Response:
-        return self._json(self.info.member.to_dict())
+        leader = self._leader()
+        if leader is None:
+            return self._json({"message": "During leader election"}, status=503)
+        return self._json(leader.to_dict())
 
     async def machines(self, request: web.BaseRequest) -> web.Response:
         urls = []
@@ -347,13 +360,14 @@ class KeysApi:
 
     async def stats_self(self, request: web.BaseRequest) -> web.Response:
         member_hex = f"{self.info.member.id:x}"
+        leader_hex = f"{getattr(self.proposer, 'leader_id', self.info.member.id):x}"
         start = rfc3339nano(self.info.start_ns)
         uptime = go_duration(time.time_ns() - self.info.start_ns)
         return self._json({
             "name": self.info.member.name, "id": member_hex,
             "state": "StateLeader" if self.proposer.is_leader() else "StateFollower",
             "startTime": start,
-            "leaderInfo": {"leader": member_hex, "uptime": uptime, "startTime": start},
+            "leaderInfo": {"leader": leader_hex, "uptime": uptime, "startTime": start},
             "recvAppendRequestCnt": 0, "sendAppendRequestCnt": 0,
         })
 

@@ -108,4 +108,6 @@ def test_members_machines_and_leader_stats_show_the_raft_membership(cluster: Clu
     assert len(stats.json()["followers"]) == 2
     for f in cluster.followers():
         assert f.get("/v2/stats/leader").status_code == 403
+    for m in cluster.members:
+        assert m.get("/v2/members/leader").json()["name"] == leader.name
 
