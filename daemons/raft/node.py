@@ -367,12 +367,16 @@ class RaftShell:
         core, storage, transport = self.core, self.storage, self.transport
         assert core is not None and storage is not None and transport is not None
         self.stats.readies += 1
-        if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
+        if rd.must_sync or rd.snapshot is not None:
             started = time.perf_counter()
             await asyncio.get_running_loop().run_in_executor(
                 self._executor, storage.save_ready, rd
             )
             self.stats.persist_seconds += time.perf_counter() - started
+        elif rd.hard_state is not None or rd.entries:
+            # Only the commit index moved: a small unsynced write, cheaper done here
+            # than handed to the I/O thread and back.
+            storage.save_ready(rd)
         for m in rd.messages:
             transport.send(m)
             if m.type is MessageType.SNAP:
