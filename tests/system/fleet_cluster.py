@@ -152,10 +152,10 @@ class FleetCluster:
 
     def wait_hosts(self, unit: str, check: Callable[[list[str]], bool], timeout: float,
                    what: str) -> list[str]:
-        def hosts() -> list[str] | None:
+        def hosts() -> tuple[list[str]] | None:
             found = self.hosts_of(unit)
-            return found if check(found) else None
-        return wait_for(hosts, timeout, f"{unit}: {what}", interval=0.3)
+            return (found,) if check(found) else None  # a tuple: [] is a valid answer
+        return wait_for(hosts, timeout, f"{unit}: {what}", interval=0.3)[0]
 
     def machine(self, name: str) -> Machine:
         return next(m for m in self.machines if m.name == name)
