@@ -13,6 +13,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.machines", description=__doc__)
     parser.add_argument("--count", type=int, default=3, help="machines to boot (default 3)")
     parser.add_argument(
+        "--machines-only",
+        action="store_true",
+        help="boot the machines and show systemd, without installing and forming the cluster",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the machines up until Ctrl-C instead of exiting"
     )
     args = parser.parse_args(argv)
@@ -33,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
                     ["ping", "-c1", "-W2", str(other.address)], check=False
                 ).returncode == 0
                 print(f"{machine.name} -> {other.name}: {'reachable' if ok else 'UNREACHABLE'}")
+        if not args.machines_only:
+            from tests.packages import built_packages
+
+            from .demo import form_cluster, show
+
+            form_cluster(cluster, built_packages()["deb"])
+            show(cluster)
         if args.keep:
             print("machines stay up; enter one with: nsenter -t <pid> -a bash   (Ctrl-C ends)")
             for machine in cluster:
