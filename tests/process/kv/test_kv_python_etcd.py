@@ -18,9 +18,11 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -51,9 +53,25 @@ def _fetch() -> Path:
     return root
 
 
-@pytest.mark.timeout(240)
+def _ports_free(ports: range) -> bool:
+    for port in ports:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+@pytest.mark.timeout(300)
 def test_python_etcd_integration_suite_passes(tmp_path: Path) -> None:
     root = _fetch()
+    # The suite's ports are fixed (clients 6001-6003, peers 8001-8003); wait for them.
+    deadline = time.monotonic() + 60
+    while not (_ports_free(range(6001, 6004)) and _ports_free(range(8001, 8004))):
+        assert time.monotonic() < deadline, "ports 6001-6003/8001-8003 stay busy"
+        time.sleep(0.5)
     source = root / f"python-etcd-{VERSION}"
     bindir = tmp_path / "bin"
     bindir.mkdir()
