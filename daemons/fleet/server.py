@@ -119,7 +119,11 @@ class FleetServer:
         if self.engine is not None:
             await self.engine.release()
         if self.agent is not None:
-            await self.agent.stop(purge=True)
+            restarting = getattr(self.agent.systemd, "restarting_self", None)
+            purge = not (restarting is not None and await restarting())
+            if not purge:
+                log.info("fleetd restarting: local units keep running for the next fleetd")
+            await self.agent.stop(purge=purge)
             await self.agent.systemd.close()
         if self.runner is not None:
             await self.runner.cleanup()
@@ -159,7 +163,7 @@ async def serve(config: FleetConfig) -> int:
         starter.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await starter
-    log.info("fleetd shutting down: purging local units")
+    log.info("fleetd shutting down")
     await server.stop()
     return 0
 

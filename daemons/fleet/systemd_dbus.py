@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 from collections.abc import Sequence
 
 from dbus_fast import Message
@@ -18,6 +20,9 @@ from flotilla.daemons.systemd import NoSuchUnit, Systemd
 from flotilla.daemons.systemd.manager import MANAGER_PATH, PROPERTIES, SYSTEMD, UNIT
 
 from .systemd_iface import StatusCallback, UnitStatus
+
+log = logging.getLogger("fleet.systemd")
+RESTART_JOBS = ("restart", "try-restart", "reload-or-restart", "reload-or-try-restart")
 
 UNIT_PATH_PREFIX = f"{MANAGER_PATH}/unit/"
 
@@ -57,6 +62,27 @@ class DbusSystemd:
         if user:
             raise NotImplementedError("systemd_user: the user manager is not supported")
         return cls(await Systemd.connect())
+
+    async def restarting_self(self) -> bool:
+        """True while systemd runs a restart job for the unit this process belongs to.
+
+        ``systemctl restart fleetd`` and ``systemctl stop fleetd`` both arrive as SIGTERM;
+        only the pending job tells them apart. A restart must leave the local units
+        running (the next fleetd adopts them), a stop must purge them.
+        """
+        try:
+            reply = await self.systemd.bus.call(
+                SYSTEMD, MANAGER_PATH, f"{SYSTEMD}.Manager", "GetUnitByPID", "u",
+                [os.getpid()])
+            job = await self.systemd.bus.get_property(SYSTEMD, reply.body[0], UNIT, "Job")
+            if not job or job[1] == "/":
+                return False
+            kind = await self.systemd.bus.get_property(SYSTEMD, job[1], f"{SYSTEMD}.Job",
+                                                       "JobType")
+        except Exception as error:  # a stop must still purge if systemd cannot answer
+            log.warning("could not ask systemd whether fleetd is restarting: %s", error)
+            return False
+        return kind in RESTART_JOBS
 
     async def link_unit_files(self, paths: Sequence[str]) -> None:
         await self.systemd.link_unit_files(list(paths), runtime=True, force=True)

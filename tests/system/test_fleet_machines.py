@@ -130,8 +130,26 @@ def test_restarting_fleetd_leaves_units_running(fleet, cluster):
     after = (fleet.show(machine, unit, "MainPID"),
              fleet.show(machine, unit, "ActiveEnterTimestampMonotonic"))
     assert after == before
+    assert "local units keep running" in machine.journal(lines=50, unit="fleetd.service")
     fleet.fleetctl(client, "destroy", unit)
     fleet.wait_hosts(unit, lambda h: h == [], 20, "stopped after destroy")
+
+
+def test_stopping_fleetd_purges_its_units_and_leaves_the_cluster(fleet, cluster):
+    client = fleet.by_role("db")[0]
+    unit = "purged.service"
+    fleet.fleetctl(client, "start", fleet.submit(
+        client, unit, SLEEPER + "\n[X-Fleet]\nMachineMetadata=role=web\n"))
+    (host,) = fleet.wait_hosts(unit, lambda h: len(h) == 1, 30, "active once")
+    machine = fleet.machine(host)
+    machine.run(["systemctl", "stop", "fleetd.service"])
+    assert fleet.active_state(machine, unit) == "inactive"
+    wait_for(lambda: len(fleet.listed_machines(client)) == 2, 10,
+             f"{host} to leave list-machines at once")
+    fleet.fleetctl(client, "destroy", unit)
+    fleet.wait_hosts(unit, lambda h: h == [], 20, "gone everywhere after destroy")
+    machine.run(["systemctl", "start", "fleetd.service"])
+    wait_for(lambda: len(fleet.listed_machines(client)) == 3, 20, f"{host} to rejoin")
 
 
 def test_status_and_journal_from_another_machine(fleet, cluster):
