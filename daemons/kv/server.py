@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -36,18 +34,9 @@ from flotilla.daemons.kv.replicated import (
     is_clustered,
     raft_proposer_from_config,
 )
+from flotilla.daemons.service import notify
 
 EXPIRY_POLL_SECONDS = 0.1
-
-
-def sd_notify(message: str) -> None:
-    """Tell systemd about readiness (Type=notify); a no-op outside systemd."""
-    target = os.environ.get("NOTIFY_SOCKET")
-    if not target:
-        return
-    address = "\0" + target[1:] if target.startswith("@") else target
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.sendto(message.encode(), address)
 
 
 async def expire_loop(proposer: Proposer) -> None:
@@ -107,9 +96,9 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     print(f"kvd {config.name}: ready to serve client requests on "
           f"{', '.join(config.listen_client_urls)} (index {proposer.store.index})",
           file=sys.stderr, flush=True)
-    sd_notify("READY=1\nSTATUS=serving client requests")
+    notify("READY=1", "STATUS=serving client requests")
     await stop.wait()
-    sd_notify("STOPPING=1")
+    notify("STOPPING=1")
     expiry.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await expiry
