@@ -271,15 +271,15 @@ class KeysApi:
         try:
             await response.prepare(request)
             if started.event is not None:
-                await response.write(event_json(started.event, time.time_ns()).encode())
+                await response.write(_watch_body(started.event))
                 return response
             for event in started.backlog:
-                await response.write(event_json(event, time.time_ns()).encode())
+                await response.write(_watch_body(event))
             while True:
                 event = await queue.get()
                 if event is None:
                     break
-                await response.write(event_json(event, time.time_ns()).encode())
+                await response.write(_watch_body(event))
                 if not stream:
                     break
         finally:
@@ -434,6 +434,13 @@ class KeysApi:
         return web.Response(text="\n".join(lines) + "\n",
                             content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
+
+
+def _watch_body(event: Event) -> bytes:
+    """Event JSON for watchers; its ttls were fixed when it happened, so render once."""
+    if event.rendered is None:
+        event.rendered = event_json(event, time.time_ns()).encode()
+    return event.rendered
 
 
 def make_server(api: KeysApi) -> web.Server:

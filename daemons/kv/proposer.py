@@ -184,7 +184,9 @@ class LocalProposer:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((command, future))
         self._wakeup.set()
-        return await asyncio.shield(future)
+        # A cancelled caller (client gone) cancels only its wait: the command is queued
+        # and will still be logged and applied, and the write loop skips done futures.
+        return await future
 
     async def read_barrier(self) -> None:
         """Single node: every acknowledged write is already applied."""

@@ -122,6 +122,8 @@ class Event:
     index: int = 0  # the store index after the operation (X-Etcd-Index)
     refresh: bool = False
     size: int = field(default=0, compare=False)
+    # The JSON a watcher receives, rendered once however many watchers get it.
+    rendered: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def created(self) -> bool:
