@@ -108,6 +108,22 @@ def test_metadata_targets_and_global_units(fleet, cluster):
         fleet.wait_hosts(unit, lambda h: h == [], 20, "stopped after destroy")
 
 
+def test_machine_of_and_machine_id_pin_units(fleet, cluster):
+    client = fleet.machines[0]
+    target = fleet.machines[1]
+    machine_id = target.run(["cat", "/etc/machine-id"]).stdout.strip()
+    fleet.fleetctl(client, "start", fleet.submit(
+        client, "pinned.service", SLEEPER + f"\n[X-Fleet]\nMachineID={machine_id}\n"))
+    fleet.fleetctl(client, "start", fleet.submit(
+        client, "follower.service", SLEEPER + "\n[X-Fleet]\nMachineOf=pinned.service\n"))
+    for unit in ("pinned.service", "follower.service"):
+        assert fleet.wait_hosts(unit, lambda h: h == [target.name], 30,
+                                f"on {target.name}") == [target.name]
+    fleet.fleetctl(client, "destroy", "follower.service", "pinned.service")
+    for unit in ("pinned.service", "follower.service"):
+        fleet.wait_hosts(unit, lambda h: h == [], 20, "stopped after destroy")
+
+
 def test_restarting_fleetd_leaves_units_running(fleet, cluster):
     client = fleet.machines[0]
     unit = "steady.service"
@@ -131,6 +147,10 @@ def test_restarting_fleetd_leaves_units_running(fleet, cluster):
              fleet.show(machine, unit, "ActiveEnterTimestampMonotonic"))
     assert after == before
     assert "local units keep running" in machine.journal(lines=50, unit="fleetd.service")
+    # The new fleetd manages the adopted unit: a stop through fleet reaches it.
+    fleet.fleetctl(client, "stop", unit)
+    wait_for(lambda: fleet.active_state(machine, unit) == "inactive", 20,
+             f"{unit} stopped by the restarted fleetd")
     fleet.fleetctl(client, "destroy", unit)
     fleet.wait_hosts(unit, lambda h: h == [], 20, "stopped after destroy")
 
@@ -180,6 +200,8 @@ def test_units_of_a_killed_machine_move_elsewhere(fleet, cluster):
     (host,) = fleet.wait_hosts(unit, lambda h: len(h) == 1, 30, "active once")
     victim = fleet.machine(host)
     (survivor,) = [m for m in fleet.by_role("web") if m is not victim]
+    led_engine = "engine leadership acquired" in victim.journal(lines=None,
+                                                                unit="fleetd.service")
     killed_at = time.monotonic()
     victim.kill()
     budget = AGENT_TTL + RECONCILE_INTERVAL + FAILOVER_SLACK
@@ -187,7 +209,7 @@ def test_units_of_a_killed_machine_move_elsewhere(fleet, cluster):
                              "active again on the surviving web machine")
     took = time.monotonic() - killed_at
     print(f"\nfailover of {unit}: {took:.1f}s after kill (agent_ttl {AGENT_TTL:g}s, "
-          f"reconcile {RECONCILE_INTERVAL:g}s)")
+          f"reconcile {RECONCILE_INTERVAL:g}s, killed machine led the engine: {led_engine})")
     assert moved == [survivor.name]
     wait_for(lambda: len(fleet.listed_machines(client)) == 2, AGENT_TTL + 10,
              "the killed machine to leave list-machines")
