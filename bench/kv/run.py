@@ -121,7 +121,15 @@ def summarize_profile(path: Path, top: int = 15) -> list[str]:
         frames = stack.split(";")
         own[frames[-1]] += int(count)
         total += int(count)
-    return [f"{100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
+    groups: collections.Counter[str] = collections.Counter()
+    for frame, n in own.items():
+        where = frame.rpartition("(")[2]
+        group = next((g for g in ("daemons/kv", "aiohttp", "asyncio", "msgpack", "json",
+                                  "concurrent") if g in where), "other")
+        groups[group] += n
+    lines = ["by package: " + ", ".join(f"{g} {100 * n / total:.0f}%"
+                                        for g, n in groups.most_common())]
+    return lines + [f"{100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
 
 
 def measure(server: Server, seconds: float, keys: int, workdir: Path,
