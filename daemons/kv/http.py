@@ -107,6 +107,12 @@ class KeysApi:
             "/health": self.health,
             "/metrics": self.metrics,
         }
+        # etcd answers other methods on these with 405 (members checks its own).
+        self.route_methods = {
+            "/v2/members/leader": ("GET",), "/v2/machines": ("GET", "HEAD"),
+            "/v2/stats/self": ("GET",), "/v2/stats/leader": ("GET",),
+            "/v2/stats/store": ("GET",), "/version": ("GET",), "/health": ("GET",),
+        }
 
     # ------------------------------------------------------------ dispatch
 
@@ -125,6 +131,11 @@ class KeysApi:
                     return await self.member_item(request)
                 return web.Response(status=404, text="404 page not found\n",
                                     headers=CORS_HEADERS)
+            allowed = self.route_methods.get(path)
+            if allowed is not None and request.method not in allowed:
+                return web.Response(status=405, text="Method Not Allowed\n", headers={
+                    **CORS_HEADERS, "Allow": ",".join(allowed),
+                    "X-Content-Type-Options": "nosniff"})
             return await handler(request)
         except (asyncio.CancelledError, ConnectionResetError):
             raise
@@ -291,7 +302,11 @@ class KeysApi:
 
     # ---------------------------------------------------------- cluster info
 
-    def _json(self, data: Any, status: int = 200, newline: bool = True) -> web.Response:
+    def _json(self, data: Any, status: int = 200, newline: bool | None = None
+              ) -> web.Response:
+        """JSON as etcd writes it: errors (``{"message"}``) carry no trailing newline."""
+        if newline is None:
+            newline = not (status >= 400 and isinstance(data, dict) and "message" in data)
         body = json.dumps(data, separators=(",", ":")) + ("\n" if newline else "")
         return web.Response(status=status, body=body.encode(), headers={
             **CORS_HEADERS, "Content-Type": JSON, "X-Etcd-Cluster-Id": self.cluster_id_hex})
@@ -302,7 +317,7 @@ class KeysApi:
         if request.method == "POST":
             return await self._member_add(request)
         return web.Response(status=405, text="Method Not Allowed\n",
-                            headers={**CORS_HEADERS, "Allow": "GET,POST"})
+                            headers=CORS_HEADERS)
 
     async def _member_add(self, request: web.BaseRequest) -> web.Response:
         """Validate like etcd (415, then 400 naming the problem) before refusing to add."""
@@ -318,7 +333,7 @@ class KeysApi:
                                for u in urls):
                 raise ValueError("peerURLs must be a non-empty list of http(s) URLs")
         except (ValueError, KeyError, TypeError) as err:
-            return self._json({"message": f"invalid member: {err}"}, status=400)
+            return self._json({"message": f"invalid member: {err}"}, status=400, newline=False)
         return self._json({"message": "membership changes need a replicated cluster; "
                                       "this kvd runs as a single node"}, status=500)
 
@@ -330,9 +345,9 @@ class KeysApi:
         try:
             wanted = int(hexid, 16)
         except ValueError:
-            return self._json({"message": f'No such member: {hexid}'}, status=404)
+            return self._json({"message": f'No such member: {hexid}'}, status=404, newline=False)
         if all(m.id != wanted for m in self.info.members):
-            return self._json({"message": f"No such member: {hexid}"}, status=404)
+            return self._json({"message": f"No such member: {hexid}"}, status=404, newline=False)
         return self._json({"message": "membership changes need a replicated cluster; "
                                       "this kvd runs as a single node"}, status=500)
 
@@ -346,7 +361,7 @@ class KeysApi:
     async def members_leader(self, request: web.BaseRequest) -> web.Response:
         leader = self._leader()
         if leader is None:
-            return self._json({"message": "During leader election"}, status=503)
+            return self._json({"message": "During leader election"}, status=503, newline=False)
         return self._json(leader.to_dict())
 
     async def machines(self, request: web.BaseRequest) -> web.Response:
@@ -369,23 +384,27 @@ class KeysApi:
             "startTime": start,
             "leaderInfo": {"leader": leader_hex, "uptime": uptime, "startTime": start},
             "recvAppendRequestCnt": 0, "sendAppendRequestCnt": 0,
-        })
+        }, newline=False)
 
     async def stats_leader(self, request: web.BaseRequest) -> web.Response:
         if not self.proposer.is_leader():
-            return self._json({"message": "not current leader"}, status=403)
+            return self._json({"message": "not current leader"}, status=403, newline=False)
         followers = getattr(self.proposer, "follower_stats", dict)()
-        return self._json({"leader": f"{self.info.member.id:x}", "followers": followers})
+        return self._json({"leader": f"{self.info.member.id:x}", "followers": followers},
+                          newline=False)
 
     async def stats_store(self, request: web.BaseRequest) -> web.Response:
-        return self._json({**self.store.stats, "watchers": self.store.watcher_count})
+        return self._json({**self.store.stats, "watchers": self.store.watcher_count},
+                          newline=False)
 
     async def version(self, request: web.BaseRequest) -> web.Response:
         return self._json({"etcdserver": ETCD_SERVER_VERSION,
                            "etcdcluster": ETCD_CLUSTER_VERSION}, newline=False)
 
     async def health(self, request: web.BaseRequest) -> web.Response:
-        return self._json({"health": "true"}, newline=False)
+        # etcd sets no Content-Type here, so Go's sniffing labels the JSON as text.
+        return web.Response(body=b'{"health":"true"}', headers={
+            **CORS_HEADERS, "Content-Type": "text/plain; charset=utf-8"})
 
     async def metrics(self, request: web.BaseRequest) -> web.Response:
         store = self.store
