@@ -15,6 +15,7 @@ import os
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from flotilla.daemons.kv.store import DEFAULT_HISTORY_BYTES
@@ -31,6 +32,10 @@ VALUE_FLAGS: dict[str, str] = {
     "initial-cluster-token": "etcd-cluster",
     "discovery": "",
     "history-bytes": str(DEFAULT_HISTORY_BYTES),
+    "cert-file": "",
+    "key-file": "",
+    "trusted-ca-file": "",
+    "ca-file": "",
     "snapshot-count": "10000",
 }
 
@@ -45,11 +50,43 @@ IGNORED_FLAGS = {
     "force-new-cluster", "pre-vote", "initial-election-tick-advance",
 }
 
-BOOL_FLAGS = {"version", "no-fsync"}
+BOOL_FLAGS = {"version", "no-fsync", "client-cert-auth"}
 
 
 class ConfigError(ValueError):
     """A bad flag or variable; the message names it."""
+
+
+@dataclass(slots=True)
+class ClientTLS:
+    """TLS for the client listeners (https:// URLs), optionally requiring client certs."""
+
+    cert_file: str
+    key_file: str
+    trusted_ca_file: str = ""
+    client_cert_auth: bool = False
+
+
+def _client_tls(listen: list[str], value: Any, boolean: Any) -> ClientTLS | None:
+    """etcd's client TLS flags; ``--ca-file`` is etcd 2's spelling and implies client auth."""
+    cert, key = value("cert-file"), value("key-file")
+    legacy_ca = value("ca-file")
+    trusted = value("trusted-ca-file") or legacy_ca
+    client_auth = boolean("client-cert-auth", False) or bool(legacy_ca)
+    wants_tls = any(url.startswith("https://") for url in listen)
+    if not wants_tls:
+        if cert or key:
+            raise ConfigError("--cert-file/--key-file given but no https:// "
+                              "--listen-client-urls")
+        return None
+    if not (cert and key):
+        raise ConfigError("--listen-client-urls: https:// needs --cert-file and --key-file")
+    for flag, path in (("cert-file", cert), ("key-file", key), ("trusted-ca-file", trusted)):
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"--{flag}: {path!r} does not exist")
+    if client_auth and not trusted:
+        raise ConfigError("--client-cert-auth needs --trusted-ca-file")
+    return ClientTLS(cert, key, trusted, client_auth)
 
 
 @dataclass(slots=True)
@@ -68,6 +105,7 @@ class Config:
     fsync: bool = True
     version: bool = False
     snapshot_count: int = 10000  # applied Raft entries between snapshots (clusters only)
+    client_tls: ClientTLS | None = None
     ignored: list[str] = field(default_factory=list)
 
     @property
@@ -195,6 +233,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
         history_bytes=history_bytes,
         fsync=not boolean("no-fsync", False),
         snapshot_count=snapshot_count,
+        client_tls=_client_tls(listen_client, value, boolean),
         version=boolean("version", False),
         ignored=sorted(ignored),
     )

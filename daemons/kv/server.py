@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 from flotilla.daemons import __version__
-from flotilla.daemons.kv.config import Config, ConfigError, member_id, parse_config
+from flotilla.daemons.kv.config import ClientTLS, Config, ConfigError, member_id, parse_config
 from flotilla.daemons.kv.http import (
     ETCD_CLUSTER_VERSION,
     KeysApi,
@@ -37,6 +38,17 @@ from flotilla.daemons.kv.replicated import (
 from flotilla.daemons.service import notify
 
 EXPIRY_POLL_SECONDS = 0.1
+
+
+def client_ssl_context(tls: ClientTLS) -> ssl.SSLContext:
+    """Server-side TLS for https:// client URLs; client certificates when asked."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.trusted_ca_file:
+        context.load_verify_locations(tls.trusted_ca_file)
+    if tls.client_cert_auth:
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 async def expire_loop(proposer: Proposer) -> None:
@@ -87,10 +99,12 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     api = KeysApi(proposer, info)
     runner = web.ServerRunner(make_server(api))
     await runner.setup()
+    tls_context = client_ssl_context(config.client_tls) if config.client_tls else None
     for url in config.listen_client_urls:
         parts = urlsplit(url)
         site = web.TCPSite(runner, parts.hostname, parts.port or 2379, backlog=1024,
-                           reuse_address=True)
+                           reuse_address=True,
+                           ssl_context=tls_context if parts.scheme == "https" else None)
         await site.start()
     expiry = asyncio.get_running_loop().create_task(expire_loop(proposer))
     print(f"kvd {config.name}: ready to serve client requests on "

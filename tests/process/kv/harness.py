@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -51,21 +52,23 @@ class Server:
         self.stop(signal.SIGKILL)
 
 
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float = 2.0, context: ssl.SSLContext | None = None
+             ) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
 
 
-def wait_ready(server: Server, deadline_s: float = 20.0, etcd_cluster: bool = False) -> None:
+def wait_ready(server: Server, deadline_s: float = 20.0, etcd_cluster: bool = False,
+               context: ssl.SSLContext | None = None) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
             raise RuntimeError(f"{server.kind} exited early:\n{server.log()}")
         try:
-            status, body = http_get(server.url + "/version", timeout=1.0)
+            status, body = http_get(server.url + "/version", timeout=1.0, context=context)
             if status == 200 and (not etcd_cluster
                                   or json.loads(body).get("etcdcluster") == "3.4.0"):
                 return
@@ -80,9 +83,15 @@ def kvd_command() -> list[str]:
 
 
 def start_kvd(workdir: Path, host: str, *extra: str, port: int | None = None,
-              data_dir: Path | None = None) -> Server:
+              data_dir: Path | None = None, scheme: str = "http", ready_url: str = "",
+              ready_verify: str = "", ready_cert: tuple[str, str] | None = None) -> Server:
     port = port or free_port(host)
-    url = f"http://{host}:{port}"
+    url = ready_url or f"{scheme}://{host}:{port}"
+    context = None
+    if scheme == "https":
+        context = ssl.create_default_context(cafile=ready_verify or None)
+        if ready_cert:
+            context.load_cert_chain(*ready_cert)
     data_dir = data_dir or workdir / "kvd-data"
     log_path = workdir / f"kvd-{port}.log"
     argv = [*kvd_command(), "--name", "kvd0", "--data-dir", str(data_dir),
@@ -92,7 +101,7 @@ def start_kvd(workdir: Path, host: str, *extra: str, port: int | None = None,
                             cwd=REPO, env=env, start_new_session=True)
     server = Server("kvd", url, proc, data_dir, log_path, argv)
     try:
-        wait_ready(server)
+        wait_ready(server, context=context)
     except Exception:
         server.kill()
         raise
