@@ -8,6 +8,7 @@ each machine's systemd, never fleet, so the tests check fleet against the ground
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -120,6 +121,12 @@ class FleetCluster:
 
     def stop(self) -> None:
         self.etcd.stop()
+
+    def engine_leader(self) -> str:
+        """Machine id held in the engine's leader lease, read straight from etcd."""
+        url = f"{self.etcd.local_url}/v2/keys/_coreos.com/fleet/lease/engine-leader"
+        with urllib.request.urlopen(url, timeout=3) as reply:
+            return json.loads(json.load(reply)["node"]["value"])["MachineID"]
 
     def alive(self) -> list[Machine]:
         return [m for m in self.machines if m.running]
