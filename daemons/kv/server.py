@@ -43,9 +43,15 @@ EXPIRY_POLL_SECONDS = 0.1
 def client_ssl_context(tls: ClientTLS) -> ssl.SSLContext:
     """Server-side TLS for https:// client URLs; client certificates when asked."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tls.cert_file, tls.key_file)
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    except ssl.SSLError as err:
+        raise ConfigError(f"--cert-file/--key-file: {err}") from None
     if tls.trusted_ca_file:
-        context.load_verify_locations(tls.trusted_ca_file)
+        try:
+            context.load_verify_locations(tls.trusted_ca_file)
+        except ssl.SSLError as err:
+            raise ConfigError(f"--trusted-ca-file: {err}") from None
     if tls.client_cert_auth:
         context.verify_mode = ssl.CERT_REQUIRED
     return context
@@ -125,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = parse_config(sys.argv[1:] if argv is None else argv)
         if is_clustered(config):
             check_cluster_config(config)
+        if config.client_tls is not None:
+            client_ssl_context(config.client_tls)  # bad or weak certificates fail here
     except ConfigError as err:
         print(f"kvd: {err}", file=sys.stderr)
         return 2

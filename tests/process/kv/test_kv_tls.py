@@ -97,3 +97,4 @@ def test_https_without_certificate_is_a_named_config_error(tmp_path: Path) -> No
                           capture_output=True, text=True, timeout=30, cwd=REPO)
     assert proc.returncode == 2
     assert "--cert-file" in proc.stderr
+
