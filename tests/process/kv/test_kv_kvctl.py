@@ -7,11 +7,13 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from tests.process.kv.harness import REPO, Server
+from tests.process.kv.harness import REPO, Server, start_kvd
 
 pytestmark = pytest.mark.skipif(shutil.which("etcdctl") is None or shutil.which("etcd") is None,
                                 reason="Debian etcd-server/etcd-client not installed")
@@ -103,3 +105,45 @@ def test_unreachable_endpoint_and_bad_arguments_exit_codes() -> None:
     assert code == 2 and "cluster is unavailable or misconfigured" in err
     code, _, _ = _run([sys.executable, "-m", "flotilla.daemons.kvctl", "frobnicate"])
     assert code == 1
+
+
+def _wait_lines(path: Path, count: int, deadline_s: float = 15) -> list[str]:
+    deadline = time.monotonic() + deadline_s
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        if path.exists():
+            lines = path.read_text().splitlines()
+            if len(lines) >= count:
+                return lines
+        time.sleep(0.05)
+    return lines
+
+
+@pytest.mark.timeout(60)
+def test_exec_watch_and_watch_forever_follow_every_change(tmp_path: Path) -> None:
+    server = start_kvd(tmp_path, "127.0.0.68")
+    kvctl = [sys.executable, "-m", "flotilla.daemons.kvctl", "--endpoints", server.url]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    procs = []
+    try:
+        after = _base(server.url)
+        out = tmp_path / "exec.out"
+        script = f'echo "$ETCD_WATCH_ACTION $ETCD_WATCH_KEY $ETCD_WATCH_VALUE" >> {out}'
+        procs.append(subprocess.Popen(
+            [*kvctl, "exec-watch", "--recursive", "--after-index", str(after), "/jobs", "--",
+             "sh", "-c", script], env=env, start_new_session=True))
+        watch_out = tmp_path / "watch.out"
+        procs.append(subprocess.Popen(
+            [*kvctl, "watch", "--forever", "--after-index", str(after), "/jobs/a"], env=env,
+            stdout=open(watch_out, "w"), start_new_session=True))  # noqa: SIM115
+        for args in (["set", "/jobs/a", "one"], ["set", "/jobs/b", "two"],
+                     ["set", "/jobs/a", "three"], ["rm", "/jobs/b"]):
+            assert _run([*kvctl, *args])[0] == 0
+        assert _wait_lines(out, 4) == ["set /jobs/a one", "set /jobs/b two",
+                                       "set /jobs/a three", "delete /jobs/b "]
+        assert _wait_lines(watch_out, 2) == ["one", "three"]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        server.stop()
