@@ -70,6 +70,31 @@ def test_simple_unit_lifecycle(fleet, cluster):
     assert fleet.hosts_of(unit) == []
 
 
+def test_start_replace_runs_the_new_unit_file(fleet, cluster):
+    client = fleet.machines[2]
+    unit = "swapped.service"
+    path = fleet.submit(client, unit, SLEEPER)
+    fleet.fleetctl(client, "start", path)
+    (host,) = fleet.wait_hosts(unit, lambda h: len(h) == 1, 30, "active once")
+    machine = fleet.machine(host)
+    old_pid = fleet.show(machine, unit, "MainPID")
+    fleet.submit(client, unit, SLEEPER.replace("sleep 3600", "sleep 3601"))
+    fleet.fleetctl(client, "start", "--replace", path)
+
+    def runs_new_file() -> bool:
+        hosts = fleet.hosts_of(unit)
+        if len(hosts) != 1:
+            return False
+        where = fleet.machine(hosts[0])
+        return ("3601" in fleet.show(where, unit, "ExecStart")
+                and fleet.show(where, unit, "MainPID") != old_pid)
+
+    wait_for(runs_new_file, 30, f"{unit} running the replaced ExecStart")
+    assert "3601" in fleet.fleetctl(client, "cat", unit).stdout
+    fleet.fleetctl(client, "destroy", unit)
+    fleet.wait_hosts(unit, lambda h: h == [], 20, "stopped after destroy")
+
+
 def test_conflicting_template_instances_spread_over_machines(fleet, cluster):
     client = fleet.machines[1]
     template = fleet.submit(
@@ -83,6 +108,9 @@ def test_conflicting_template_instances_spread_over_machines(fleet, cluster):
     for unit in instances:
         (placed[unit],) = fleet.wait_hosts(unit, lambda h: len(h) == 1, 30, "active once")
     assert sorted(placed.values()) == sorted(m.name for m in fleet.machines)
+    for unit, host in placed.items():
+        instance = unit.split("@")[1].split(".")[0]
+        assert fleet.show(fleet.machine(host), unit, "Description") == f"hello {instance}"
     fleet.fleetctl(client, "destroy", *instances)
     for unit in instances:
         fleet.wait_hosts(unit, lambda h: h == [], 20, "stopped after destroy")
