@@ -218,6 +218,23 @@ def test_status_and_journal_from_another_machine(fleet, cluster):
     fleet.wait_hosts(unit, lambda h: h == [], 20, "stopped after destroy")
 
 
+def test_rebooted_machine_rejoins_and_its_unit_keeps_running(fleet, cluster):
+    client = fleet.by_role("db")[0]
+    unit = "rebooter.service"
+    fleet.fleetctl(client, "start", fleet.submit(
+        client, unit, SLEEPER + "\n[X-Fleet]\nMachineMetadata=role=web\n"))
+    (host,) = fleet.wait_hosts(unit, lambda h: len(h) == 1, 30, "active once")
+    machine = fleet.machine(host)
+    machine.run(["systemctl", "enable", "fleetd.socket", "fleetd.service"])
+    machine.restart()
+    # Shutdown purges (a stop job, not a restart), so the unit moves or comes back.
+    fleet.wait_hosts(unit, lambda h: len(h) == 1, 30, "active on one web machine again")
+    wait_for(lambda: len(fleet.listed_machines(client)) == 3, 30, f"{host} to rejoin")
+    assert fleet.active_state(machine, "fleetd.service") == "active"
+    fleet.fleetctl(client, "destroy", unit)
+    fleet.wait_hosts(unit, lambda h: h == [], 20, "stopped after destroy")
+
+
 def test_units_of_a_killed_machine_move_elsewhere(fleet, cluster):
     # Asked from the db machine about a web-only unit, so the client survives the kill
     # and the unit has exactly one place to move to.
