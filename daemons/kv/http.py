@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 from flotilla.daemons import __version__
-from flotilla.daemons.kv.errors import EtcdError
+from flotilla.daemons.kv.errors import EVENT_INDEX_CLEARED, EtcdError
 from flotilla.daemons.kv.proposer import Proposer
 from flotilla.daemons.kv.render import error_json, event_json, rfc3339nano
 from flotilla.daemons.kv.request import (
@@ -160,6 +160,9 @@ class KeysApi:
     def _error(self, err: EtcdError) -> web.Response:
         headers = {**CORS_HEADERS, "Content-Type": JSON,
                    "X-Etcd-Cluster-Id": self.cluster_id_hex, "X-Etcd-Index": str(err.index)}
+        if err.code == EVENT_INDEX_CLEARED:
+            # etcd clients must parse the cause for this; a header says it plainly.
+            headers["X-Kvd-Oldest-Index"] = str(self.store.start_index)
         return web.Response(status=err.status, body=error_json(err).encode(), headers=headers)
 
     def _event(self, event: Event, no_value: bool, head: bool = False) -> web.Response:

@@ -126,4 +126,5 @@ def test_cleared_history_error_has_etcd_shape(tmp_path: Path) -> None:
                     "cause": f"the requested history has been cleared [{oldest}/2]",
                     "index": 300}
     assert headers["X-Etcd-Index"] == "300"
+    assert headers["X-Kvd-Oldest-Index"] == str(oldest)
     assert 2 < oldest <= 300
