@@ -10,6 +10,7 @@ from .bus import Bus
 from .errors import (
     AccessDenied,
     BusError,
+    Disconnected,
     InvalidArgument,
     JobFailed,
     JobTimeout,
@@ -25,6 +26,7 @@ __all__ = [
     "AccessDenied",
     "Bus",
     "BusError",
+    "Disconnected",
     "Hostnamed",
     "Inhibitor",
     "InhibitorLock",

@@ -15,7 +15,7 @@ from typing import Any
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from .errors import from_dbus
+from .errors import Disconnected, from_dbus
 
 DBUS_NAME = "org.freedesktop.DBus"
 DBUS_PATH = "/org/freedesktop/DBus"
@@ -66,16 +66,21 @@ class Bus:
         unit: str | None = None,
     ) -> Message:
         """Calls a method; an error reply is raised as the matching typed exception."""
-        reply = await self._bus.call(
-            Message(
-                destination=destination,
-                path=path,
-                interface=interface,
-                member=member,
-                signature=signature,
-                body=body or [],
+        try:
+            reply = await self._bus.call(
+                Message(
+                    destination=destination,
+                    path=path,
+                    interface=interface,
+                    member=member,
+                    signature=signature,
+                    body=body or [],
+                )
             )
-        )
+        except (EOFError, ConnectionError) as exc:
+            raise Disconnected(
+                f"{interface}.{member}: connection closed before the reply ({exc!r})", unit=unit
+            ) from exc
         if reply is None:
             raise from_dbus("org.freedesktop.DBus.Error.NoReply", "no reply", unit)
         if reply.message_type == MessageType.ERROR:

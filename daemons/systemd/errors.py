@@ -61,6 +61,10 @@ class BusError(SystemdError):
     """Any other D-Bus error reply."""
 
 
+class Disconnected(SystemdError):
+    """The bus connection closed before the reply arrived (the peer went away)."""
+
+
 # systemd's and the bus's error names, mapped to the exception that best describes them.
 _ERROR_TYPES: dict[str, type[SystemdError]] = {
     "org.freedesktop.systemd1.NoSuchUnit": NoSuchUnit,

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 
 from .bus import Bus
-from .errors import InvalidArgument
+from .errors import Disconnected, InvalidArgument
 
 LOGIND = "org.freedesktop.login1"
 LOGIND_PATH = "/org/freedesktop/login1"
@@ -73,12 +73,20 @@ class Logind:
     async def _call(self, member: str, signature: str = "", body: list | None = None):
         return await self.bus.call(LOGIND, LOGIND_PATH, LOGIND_MANAGER, member, signature, body)
 
+    async def _shutdown(self, member: str, interactive: bool) -> None:
+        try:
+            await self._call(member, "b", [interactive])
+        except Disconnected:
+            # The shutdown took the bus down before logind's reply reached us: the request
+            # was accepted (a refusal is sent before anything stops).
+            return
+
     async def reboot(self, interactive: bool = False) -> None:
         """Asks logind to reboot, honouring inhibitor locks (block mode ones refuse it)."""
-        await self._call("Reboot", "b", [interactive])
+        await self._shutdown("Reboot", interactive)
 
     async def power_off(self, interactive: bool = False) -> None:
-        await self._call("PowerOff", "b", [interactive])
+        await self._shutdown("PowerOff", interactive)
 
     async def can_reboot(self) -> str:
         """``yes``, ``no``, ``challenge`` or ``na``."""
