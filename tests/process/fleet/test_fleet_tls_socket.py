@@ -137,8 +137,11 @@ def test_api_on_activated_socket_and_own_socket_is_root_only(etcd: Etcd) -> None
                              stderr=subprocess.DEVNULL)
     second = None
     try:
-        status, body = wait_for(lambda: _get(str(activated), "/fleet/v1/machines"), 20,
-                                "API on the activated socket")
+        # The API answers as soon as the socket is served; the machine registers just after.
+        status, body = wait_for(
+            lambda: (answer := _get(str(activated), "/fleet/v1/machines"))[0] == 200
+            and b"50c4e7" in answer[1] and answer,
+            20, "the machine listed through the activated socket")
         assert status == 200 and b"50c4e7" in body
         assert not own.exists()
         second = subprocess.Popen(
