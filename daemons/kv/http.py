@@ -28,6 +28,7 @@ from flotilla.daemons.kv.request import (
     Form,
     decode_go,
     go_clean_url_path,
+    go_path_unescape,
     parse_form,
     parse_key_request,
 )
@@ -117,7 +118,11 @@ class KeysApi:
     # ------------------------------------------------------------ dispatch
 
     async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
-        path = request.path
+        path = go_path_unescape(request.raw_path.split("?", 1)[0])
+        if path is None:  # Go's server refuses these before any handler runs
+            return web.Response(status=400, text="400 Bad Request",
+                                headers={"Connection": "close"})
+        request["kv_path"] = path
         kind = "keys" if path == KEYS_PREFIX or path.startswith(KEYS_PREFIX + "/") else path
         self.info.requests[request.method] = self.info.requests.get(request.method, 0) + 1
         try:
@@ -178,7 +183,7 @@ class KeysApi:
             return web.Response(status=405, text="Method Not Allowed\n", headers={
                 **CORS_HEADERS, "Allow": ",".join(ALLOWED_KEY_METHODS),
                 "X-Content-Type-Options": "nosniff"})
-        path = request.path
+        path = request.get("kv_path") or request.path
         canonical = go_clean_url_path(path)
         if canonical != path:
             return self._redirect(request, canonical)

@@ -221,6 +221,27 @@ def parse_key_request(method: str, key: str, form: Form,
     return req
 
 
+def go_path_unescape(raw: str) -> str | None:
+    """Go's URL path decoding: ``%XX`` to bytes (``+`` stays), UTF-8 with U+FFFD per bad
+    byte. None for a malformed escape, which Go's server rejects before any handler."""
+    if "%" not in raw:
+        return raw
+    out = bytearray()
+    data = raw.encode("utf-8", "surrogateescape")
+    i = 0
+    while i < len(data):
+        if data[i] == 0x25:
+            hexpart = data[i + 1:i + 3]
+            if len(hexpart) < 2 or not all(c in b"0123456789abcdefABCDEF" for c in hexpart):
+                return None
+            out.append(int(hexpart, 16))
+            i += 3
+        else:
+            out.append(data[i])
+            i += 1
+    return decode_go(bytes(out))
+
+
 def go_clean_url_path(path: str) -> str:
     """Go ServeMux's canonical form of a request path (keeps one trailing slash)."""
     if not path:

@@ -21,7 +21,8 @@ from urllib.parse import quote
 import aiohttp
 
 KEYS = ["/a", "/b", "/c", "/dir", "/dir/a", "/dir/b", "/dir/sub", "/dir/sub/c", "/dir/_hid",
-        "/_hid", "/q", "/q/x", "/dir/sub/_h/d"]
+        "/_hid", "/q", "/q/x", "/dir/sub/_h/d", "/sp%20ace", "/dir/%C3%BC", "/x%FFy",
+        "/dir/a%2Fb"]
 DIRS = ["/dir", "/q", "/dir/sub", "/"]
 VALUES = ["alpha", "beta", "gamma", "", "sp ace", "<&>", "ünï", "a+b=c&d"]
 BOOLS = ["true", "false", "1", "0", "t", "F", "True"]
@@ -298,7 +299,8 @@ class Generator:
             return Op("PATCH", key, kind="bad")
         if choice == 9:
             return Op("GET", rng.choice(["/v2/keys//a", "/v2/keys/a/../b", "/v2/keys/./c",
-                                         "/v2/keys/dir//a/"]), kind="bad")
+                                         "/v2/keys/dir//a/", "/v2/keys/a%zz",
+                                         "/v2/keys/a%2F..%2Fb"]), kind="bad")
         if choice == 10:
             return Op("PUT", "/v2/keys/", [("value", "root")], kind="bad")
         if choice == 11:

@@ -10,6 +10,7 @@ from flotilla.daemons.kv.render import go_string, rfc3339nano
 from flotilla.daemons.kv.request import (
     Form,
     go_clean_url_path,
+    go_path_unescape,
     parse_form,
     parse_key_request,
 )
@@ -105,3 +106,11 @@ def test_bad_flags_name_the_flag(argv: list[str]) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(argv, {})
     assert argv[0].lstrip("-") in str(caught.value)
+
+
+def test_path_unescaping_like_go() -> None:
+    assert go_path_unescape("/v2/keys/a%20b+c") == "/v2/keys/a b+c"
+    assert go_path_unescape("/v2/keys/a%2Fb") == "/v2/keys/a/b"
+    assert go_path_unescape("/v2/keys/%ff%C3%BC") == "/v2/keys/\ufffdü"
+    assert go_path_unescape("/v2/keys/a%zz") is None
+    assert go_path_unescape("/v2/keys/a%4") is None
