@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -90,18 +91,21 @@ def nfpm(fmt: str, stage_dir: Path, out: Path) -> Path:
     version = project()["version"]
     ext = {"deb": "deb", "rpm": "rpm"}[fmt]
     target = out / f"flotilla_{version}_amd64.{ext}"
-    target.unlink(missing_ok=True)
     exe = shutil.which("nfpm") or str(Path(sys.executable).with_name("nfpm"))
     # nfpm expands variables in only some fields, so the description is rendered here.
     template = (REPO / "packaging/nfpm.yaml").read_text()
     config = stage_dir / "nfpm.yaml"
     config.write_text(template.replace("${VERSION}", version).replace("${STAGE}", str(stage_dir)))
+    # Written beside the target and renamed over it, so a reader never sees half a package.
+    partial = target.with_name(target.name + ".partial")
     result = subprocess.run(
-        [exe, "package", "--config", str(config), "--packager", fmt, "--target", str(target)],
+        [exe, "package", "--config", str(config), "--packager", fmt, "--target", str(partial)],
         cwd=REPO, capture_output=True, text=True,
     )
     if result.returncode != 0:
+        partial.unlink(missing_ok=True)
         raise RuntimeError(f"nfpm {fmt} failed:\n{result.stdout}\n{result.stderr}")
+    os.replace(partial, target)
     return target
 
 

@@ -9,6 +9,7 @@ bridge has no route to anything else.
 from __future__ import annotations
 
 import ipaddress
+import secrets
 import subprocess
 
 SUBNET_POOL = ipaddress.ip_network("10.231.0.0/16")
@@ -45,7 +46,10 @@ class Bridge:
         hosts = list(self.subnet.hosts())
         self.host_address = hosts[0]
         self._machine_addresses = iter(hosts[10:])
-        _ip("link", "add", "name", name, "type", "bridge")
+        # A fixed address: a bridge without one takes the lowest MAC among its ports, so
+        # removing a killed machine's port could change it under the other machines' ARP.
+        mac = "02:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5))
+        _ip("link", "add", "name", name, "address", mac, "type", "bridge")
         try:
             _ip("addr", "add", f"{self.host_address}/{self.subnet.prefixlen}", "dev", name)
             _ip("link", "set", name, "up")
