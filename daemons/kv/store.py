@@ -271,16 +271,22 @@ class Store:
         and every replica reports the same failure.
         """
         op = command.get("op")
-        params = command.get("params") or {}
-        key = command.get("key", "/")
-        now = int(command.get("now", 0))
         try:
+            params = command.get("params") or {}
+            key = str(command.get("key", "/"))
+            now = int(command.get("now", 0))
+            if not isinstance(params, dict):
+                raise TypeError("params is not a map")
             if op == "expire":
                 return self._expire(now)
             handler = _OPS.get(op)  # type: ignore[arg-type]
             if handler is None:
                 raise EtcdError(E.RAFT_INTERNAL, f"unknown command {op!r}", self.index)
             kind, event = handler(self, key, params, now)
+        except (TypeError, ValueError, AttributeError) as err:
+            # A command of the wrong shape must not stop the apply loop; every replica
+            # rejects it the same way, and parameters are converted before any change.
+            return EtcdError(E.RAFT_INTERNAL, f"malformed command: {err}", self.index)
         except EtcdError as err:
             kind = self._stat_kind(op, params)
             if kind:

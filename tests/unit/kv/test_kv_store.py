@@ -270,9 +270,15 @@ def test_snapshot_round_trip_preserves_tree_ttls_and_history() -> None:
         Store.restore({"version": 99})
 
 
-def test_unknown_command_is_an_error_not_a_crash() -> None:
+def test_unknown_or_malformed_command_is_an_error_not_a_crash() -> None:
     store = Store()
     assert err(store.apply({"op": "nope"})).code == E.RAFT_INTERNAL
+    before = store.snapshot()
+    bad = err(store.apply({"op": "put", "key": "/k", "params": {"ttl": "soon"}, "now": 1}))
+    assert bad.code == E.RAFT_INTERNAL and "malformed command" in bad.cause
+    assert err(store.apply({"op": "put", "key": "/k", "params": None, "now": "x"})
+               ).code == E.RAFT_INTERNAL
+    assert store.snapshot() == before
 
 
 KEYS = st.sampled_from(["/a", "/b", "/d", "/d/x", "/d/y/z", "/_h", "/d/_h"])
