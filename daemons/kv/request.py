@@ -17,7 +17,7 @@ from typing import Any
 
 from flotilla.daemons.kv import errors as E
 from flotilla.daemons.kv.errors import EtcdError
-from flotilla.daemons.kv.store import SECOND_NS
+from flotilla.daemons.kv.store import SECOND_NS, clean_path
 
 MAX_UINT64 = 2**64 - 1
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
@@ -248,20 +248,7 @@ def go_clean_url_path(path: str) -> str:
         return "/"
     if not path.startswith("/"):
         path = "/" + path
-    cleaned = "/" + "/".join(_clean_parts(path))
+    cleaned = clean_path(path)
     if path.endswith("/") and cleaned != "/":
         cleaned += "/"
     return cleaned
-
-
-def _clean_parts(path: str) -> list[str]:
-    parts: list[str] = []
-    for part in path.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if parts:
-                parts.pop()
-            continue
-        parts.append(part)
-    return parts
