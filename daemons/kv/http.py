@@ -172,7 +172,7 @@ class KeysApi:
 
     def _event(self, event: Event, no_value: bool, head: bool = False) -> web.Response:
         status = 201 if event.created else 200
-        body = b"" if head else event_json(event, time.time_ns(), no_value).encode()
+        body = event_json(event, time.time_ns(), no_value).encode()  # aiohttp drops it for HEAD
         return web.Response(status=status, body=body, headers=self._headers(event.index))
 
     async def keys(self, request: web.BaseRequest) -> web.StreamResponse:
