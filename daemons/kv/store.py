@@ -267,6 +267,15 @@ class Store:
     def apply(self, command: dict[str, Any]) -> Event | EtcdError | None:
         """Apply one replicated command; errors are returned, never raised.
 
+        Commands are ``{"op", "key", "params", "now"}`` with ``now`` in ns:
+
+        - ``put``: params ``value, dir, ttl, refresh, prevExist, prevValue, prevIndex``,
+          dispatched like etcd's apply_v2 to set, create, update or compareAndSwap;
+        - ``post``: params ``value, dir, ttl`` (an in-order key under ``key``);
+        - ``delete``: params ``dir, recursive, prevValue, prevIndex`` (compareAndDelete
+          when a condition is given);
+        - ``expire``: no key; removes every key due at ``now``.
+
         Returning the error keeps replicas in lockstep: a failed command changes nothing
         and every replica reports the same failure.
         """
