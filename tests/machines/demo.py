@@ -8,9 +8,10 @@ separate machines by ``Conflicts``, and the cluster's view is printed.
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from tests.conditions import wait_until
 
 from .cluster import Cluster
 from .machine import Machine
@@ -53,17 +54,6 @@ def fleet_conf(machine: Machine, index: int) -> str:
         f'public_ip="{machine.address}"\n'
         f'metadata="machine={index}"\n'
     )
-
-
-def wait_until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.3)
 
 
 def form_cluster(cluster: Cluster, package: Path) -> None:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.conditions import free_port, wait_until
 from tests.machines import Cluster, Machine
 from tests.packages import built_packages
 
@@ -30,27 +29,8 @@ API_PORT = 49153
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str,
              interval: float = 0.2) -> Any:
-    """Polls ``condition`` until truthy, or fails naming ``what`` and the last value seen."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = condition()
-        except Exception as error:  # the thing waited for may not exist yet
-            last = error
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def _free_port(host: str, preferred: int) -> int:
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, preferred))
-        except OSError:
-            sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """:func:`tests.conditions.wait_until` that treats any exception as "not yet"."""
+    return wait_until(condition, timeout, what, interval=interval, tolerate=(Exception,))
 
 
 class HostEtcd:
@@ -58,8 +38,8 @@ class HostEtcd:
 
     def __init__(self, bridge_address: str) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="fleet-sys-etcd-"))
-        self.port = _free_port(bridge_address, ETCD_PORT)
-        peer_port = _free_port("127.0.0.1", 0)
+        self.port = free_port(bridge_address, ETCD_PORT)
+        peer_port = free_port("127.0.0.1", 0)
         self.url = f"http://{bridge_address}:{self.port}"
         self.local_url = f"http://127.0.0.1:{self.port}"
         peer = f"http://127.0.0.1:{peer_port}"

@@ -11,12 +11,12 @@ import asyncio
 import base64
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from flotilla.daemons.systemd import Systemd
 
+from tests.conditions import wait_until
 from tests.packages import built_packages
 
 CORE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFlotillaCoreKeyForTests core@test"
@@ -82,17 +82,6 @@ STAND_INS = {
     "locksmithd.service": "[Service]\nExecStart=/bin/sleep 600\n",
     "update-engine.service": "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n",
 }
-
-
-def _wait(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def _unit_states(machine, names: list[str]) -> dict[str, tuple[str, str, str]]:
@@ -264,11 +253,11 @@ def test_script_user_data_runs_as_transient_unit(applied):
     assert result.returncode == 0, result.stdout + result.stderr
     unit = machine.path("/var/lib/flotilla-cloudinit/scripts/unit-name").read_text().strip()
     assert unit.startswith("flotilla-cloudinit-") and unit in result.stdout
-    output = _wait(lambda: machine.path("/run/flt-script.out").exists()
+    output = wait_until(lambda: machine.path("/run/flt-script.out").exists()
                    and machine.path("/run/flt-script.out").read_text(), 30, "script output")
     assert output.startswith("ran as ") and len(output.strip()) > len("ran as ")
     # It ran under systemd as that unit: the journal knows the unit.
-    logged = _wait(lambda: machine.run(["journalctl", "--no-pager", "-u", unit],
+    logged = wait_until(lambda: machine.run(["journalctl", "--no-pager", "-u", unit],
                                        check=False).stdout.count(unit.removesuffix(".service")),
                    20, f"journal entries of {unit}")
     assert logged
@@ -321,7 +310,7 @@ def test_path_unit_applies_user_data_through_systemd(applied):
     machine, _ = applied
     machine.run(["systemctl", "start", "flotilla-cloudinit-user-config.target"], check=False)
     path_unit = "flotilla-cloudinit@var-lib-flotilla-user_data.path"
-    _wait(lambda: _unit_states(machine, [path_unit])[path_unit][1] == "active", 30,
+    wait_until(lambda: _unit_states(machine, [path_unit])[path_unit][1] == "active", 30,
           f"{path_unit} active")
     machine.write_file("/var/lib/flotilla/user_data.tmp",
                        "#cloud-config\nwrite_files:\n  - path: /etc/flt/from-path-unit\n"
@@ -329,10 +318,10 @@ def test_path_unit_applies_user_data_through_systemd(applied):
     os.rename(machine.path("/var/lib/flotilla/user_data.tmp"),
               machine.path("/var/lib/flotilla/user_data"))
     target = machine.path("/etc/flt/from-path-unit")
-    _wait(target.exists, 60, "the path unit's service to apply the config")
+    wait_until(target.exists, 60, "the path unit's service to apply the config")
     assert target.read_text() == "by-systemd"
     service = "flotilla-cloudinit@var-lib-flotilla-user_data.service"
-    state = _wait(lambda: _unit_states(machine, [service])[service][1] in ("active", "failed")
+    state = wait_until(lambda: _unit_states(machine, [service])[service][1] in ("active", "failed")
                   and _unit_states(machine, [service])[service], 30, f"{service} finished")
     assert state[:3] == ("loaded", "active", "exited")
 
@@ -347,7 +336,7 @@ def test_enabled_target_applies_user_data_on_boot(applied):
                        "    content: applied-at-boot\n")
     machine.restart()
     service = "flotilla-cloudinit@var-lib-flotilla-user_data.service"
-    state = _wait(lambda: _unit_states(machine, [service])[service][1] in ("active", "failed")
+    state = wait_until(lambda: _unit_states(machine, [service])[service][1] in ("active", "failed")
                   and _unit_states(machine, [service])[service], 30, f"{service} at boot")
     assert state == ("loaded", "active", "exited")
     assert machine.path("/etc/flt/from-boot").read_text() == "applied-at-boot"

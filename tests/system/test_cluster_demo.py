@@ -6,10 +6,10 @@ Then the kvd leader's machine is killed outright, and the other two keep serving
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
+from tests.conditions import wait_until
 from tests.machines.demo import form_cluster
 from tests.packages import built_packages
 
@@ -19,16 +19,6 @@ def flotilla_cluster(cluster_factory):
     cluster = cluster_factory(3)
     form_cluster(cluster, built_packages()["deb"])
     return cluster
-
-
-def _wait(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
 
 
 def _leader_name(machine) -> str:
@@ -53,7 +43,7 @@ def test_fleet_spreads_conflicting_instances(flotilla_cluster):
 
     first = flotilla_cluster[0]
     first.write_file("/root/probe@.service", SAMPLE_UNIT.replace("hello@", "probe@"))
-    _wait(lambda: len(first.run(["fleetctl", "list-machines", "--no-legend"]).stdout
+    wait_until(lambda: len(first.run(["fleetctl", "list-machines", "--no-legend"]).stdout
                       .splitlines()) == 3, 60, "three fleet machines")
     first.run(["sh", "-c", "cd /root && fleetctl start probe@1.service probe@2.service "
                "probe@3.service"], timeout=180)
@@ -75,7 +65,7 @@ def test_killing_the_leaders_machine_leaves_a_serving_cluster(flotilla_cluster):
     survivors = [m for m in machines if m is not victim]
     survivors[0].run(["kvctl", "set", "/check/before-kill", "1"])
     victim.kill()
-    _wait(lambda: survivors[0].run(["kvctl", "set", "/check/after-kill", "2"], check=False)
+    wait_until(lambda: survivors[0].run(["kvctl", "set", "/check/after-kill", "2"], check=False)
           .returncode == 0, 60, "a write accepted after the leader's machine died")
     for machine in survivors:
         assert machine.run(["kvctl", "get", "/check/before-kill"]).stdout.strip() == "1"

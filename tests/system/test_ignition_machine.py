@@ -12,11 +12,11 @@ import hashlib
 import json
 import os
 import subprocess
-import time
 import urllib.parse
 
 import pytest
 
+from tests.conditions import wait_until
 from tests.machines import Cluster
 from tests.machines.machine import MachineError
 from tests.packages import built_packages
@@ -47,17 +47,6 @@ CONFIG = {
                     "[Install]\nWantedBy=multi-user.target\n",
     }]},
 }
-
-
-def _wait(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def _provisionable_machine(config: dict) -> Cluster:
@@ -151,7 +140,7 @@ def test_first_boot_enabled_and_started_the_configs_unit(provisioned):
     assert machine.run(["systemctl", "is-enabled", "ign-hello.service"]).stdout.strip() == \
         "enabled"
     # Enabled during this same boot and started by it, not only on the next one.
-    out = _wait(lambda: machine.path("/run/ign-hello.out").exists()
+    out = wait_until(lambda: machine.path("/run/ign-hello.out").exists()
                 and machine.path("/run/ign-hello.out").read_text(), 30, "ign-hello to run")
     assert out == HELLO
 

@@ -11,41 +11,25 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.conditions import free_port, wait_until
+
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parents[3]
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 def wait_for(condition: Callable[[], Any], timeout: float, what: str,
-              interval: float = 0.1) -> Any:
-    """Poll ``condition`` until it returns something truthy, or fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = condition()
-        except Exception as error:  # the thing being waited for may not exist yet
-            last = error
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+             interval: float = 0.1) -> Any:
+    """:func:`tests.conditions.wait_until` that treats any exception as "not yet"."""
+    return wait_until(condition, timeout, what, interval=interval, tolerate=(Exception,))
 
 
 def store_command() -> list[str]:

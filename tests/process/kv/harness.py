@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -17,13 +16,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conditions import free_port
+
 REPO = Path(__file__).resolve().parents[3]
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

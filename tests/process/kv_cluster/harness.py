@@ -5,36 +5,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from tests.conditions import free_port, wait_until
+
 REPO = Path(__file__).resolve().parents[3]
 HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
 
 
 @dataclass
@@ -134,7 +116,7 @@ class Cluster:
         def find() -> Member | None:
             leaders = [m for m in self.members if m.alive and m.state() == "StateLeader"]
             return leaders[0] if len(leaders) == 1 else None
-        return wait_until(find, timeout, "exactly one leader", every=0.1)
+        return wait_until(find, timeout, "exactly one leader", interval=0.1)
 
     def followers(self) -> list[Member]:
         lead = self.leader()

@@ -84,7 +84,7 @@ def test_ttl_key_set_on_one_member_expires_on_all(cluster: Cluster) -> None:
         return all(m.get("/v2/keys/basic/ttl", quorum="false").status_code == 404
                    for m in cluster.members)
 
-    wait_until(gone_everywhere, 10.0, "the TTL key to expire on every member", every=0.2)
+    wait_until(gone_everywhere, 10.0, "the TTL key to expire on every member", interval=0.2)
     # the expiry is one replicated event at the same index on every member
     indexes = {m.get("/v2/keys/basic/ttl").json()["index"] for m in cluster.members}
     assert len(indexes) == 1

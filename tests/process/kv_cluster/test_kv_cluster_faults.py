@@ -108,7 +108,7 @@ def test_leader_sigkill_then_restart_loses_no_acknowledged_write(tmp_path: Path)
                        for m in cluster.members)
 
         wait_until(complete_everywhere, 30.0, "every acknowledged key on every member",
-                   every=0.2)
+                   interval=0.2)
         # the restarted member also serves linearizable reads of the latest write
         last = cluster.members[0].put("/faults/last", "end")
         assert last.status_code in (200, 201)

@@ -22,24 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.conditions import free_port, wait_until
+
 REPO = Path(__file__).resolve().parents[3]
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
 
 
 def request(addr: tuple[str, int], obj: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
@@ -184,7 +169,7 @@ class Cluster:
         # First make sure the latest leader has committed something of its own term.
         lead = self.wait_leader(timeout, among=ids)
         request(self.members[lead].client, {"op": "put", "value": "final-barrier"}, timeout=10)
-        return wait_until(same, timeout, f"nodes {ids} to converge", every=0.2)
+        return wait_until(same, timeout, f"nodes {ids} to converge", interval=0.2)
 
     def log_text(self, node_id: int) -> str:
         return self.members[node_id].log_path.read_text(errors="replace")

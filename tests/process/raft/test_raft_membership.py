@@ -19,7 +19,7 @@ def conf(cluster: Cluster, op: dict) -> dict:
         r = request(cluster.members[lead].client, op, timeout=10)
         return r if r.get("ok") else None
 
-    return wait_until(attempt, 30, f"membership change {op}", every=0.2)
+    return wait_until(attempt, 30, f"membership change {op}", interval=0.2)
 
 
 @pytest.mark.timeout(120)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,13 +12,9 @@ from flotilla.daemons.raft import tls
 from flotilla.daemons.raft.messages import Entry, Message, MessageType
 from flotilla.daemons.raft.transport import PeerTransport, encode_frame, encode_hello
 
+from tests.conditions import free_port
+
 from .harness import make_ca_and_cert
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 async def wait_for(cond: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
