@@ -31,12 +31,14 @@ VALUE_FLAGS: dict[str, str] = {
     "initial-cluster-state": "new",
     "initial-cluster-token": "etcd-cluster",
     "discovery": "",
+    "discovery-timeout": "120",
     "history-bytes": str(DEFAULT_HISTORY_BYTES),
     "cert-file": "",
     "key-file": "",
     "trusted-ca-file": "",
     "ca-file": "",
     "snapshot-count": "10000",
+    "dbus": "auto",  # serve org.flotilla.KV1: system, none, or auto (system if present)
 }
 
 # etcd flags with no meaning for kvd; accepted so etcd command lines keep working.
@@ -106,6 +108,8 @@ class Config:
     version: bool = False
     snapshot_count: int = 10000  # applied Raft entries between snapshots (clusters only)
     client_tls: ClientTLS | None = None
+    dbus: str = "auto"  # --dbus: system, none or auto
+    discovery_timeout: float = 120.0  # seconds an unreachable discovery service is retried
     ignored: list[str] = field(default_factory=list)
 
     @property
@@ -217,6 +221,15 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
             raise ValueError
     except ValueError:
         raise ConfigError("--snapshot-count: must be a positive integer") from None
+    try:
+        discovery_timeout = float(value("discovery-timeout"))
+        if not discovery_timeout > 0 or discovery_timeout == float("inf"):
+            raise ValueError
+    except ValueError:
+        raise ConfigError("--discovery-timeout: must be a positive number of seconds") from None
+    dbus = value("dbus")
+    if dbus not in ("system", "none", "auto"):
+        raise ConfigError(f"--dbus: {dbus!r} is not 'system', 'none' or 'auto'")
     ignored = [f for f in IGNORED_FLAGS
                if getattr(args, "ignored_" + f.replace("-", "_")) is not None]
     return Config(
@@ -230,10 +243,12 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
         initial_cluster_state=state,
         initial_cluster_token=value("initial-cluster-token"),
         discovery=value("discovery"),
+        discovery_timeout=discovery_timeout,
         history_bytes=history_bytes,
         fsync=not boolean("no-fsync", False),
         snapshot_count=snapshot_count,
         client_tls=_client_tls(listen_client, value, boolean),
+        dbus=dbus,
         version=boolean("version", False),
         ignored=sorted(ignored),
     )

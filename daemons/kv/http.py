@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 from flotilla.daemons import __version__
+from flotilla.daemons.kv.discovery_service import new_discovery_token
 from flotilla.daemons.kv.errors import EVENT_INDEX_CLEARED, EtcdError
 from flotilla.daemons.kv.proposer import Proposer
 from flotilla.daemons.kv.render import error_json, event_json, rfc3339nano
@@ -107,6 +108,7 @@ class KeysApi:
             "/version": self.version,
             "/health": self.health,
             "/metrics": self.metrics,
+            "/new": lambda request: new_discovery_token(self, request),
         }
         # etcd answers other methods on these with 405 (members checks its own).
         self.route_methods = {

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from flotilla.daemons import __version__
 from flotilla.daemons.kv.config import ClientTLS, Config, ConfigError, member_id, parse_config
+from flotilla.daemons.kv.dbus_service import start_dbus_service
+from flotilla.daemons.kv.discovery import DiscoveryError, discovered_config
 from flotilla.daemons.kv.http import (
     ETCD_CLUSTER_VERSION,
     KeysApi,
@@ -113,6 +115,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
                            ssl_context=tls_context if parts.scheme == "https" else None)
         await site.start()
     expiry = asyncio.get_running_loop().create_task(expire_loop(proposer))
+    bus_service = start_dbus_service(config.dbus, proposer)  # in the background, never blocks
     print(f"kvd {config.name}: ready to serve client requests on "
           f"{', '.join(config.listen_client_urls)} (index {proposer.store.index})",
           file=sys.stderr, flush=True)
@@ -122,6 +125,8 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     expiry.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await expiry
+    if bus_service is not None:
+        await bus_service.close()
     await runner.cleanup()
     await proposer.close()
 
@@ -140,6 +145,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kvd Version: {__version__}\nAPI: etcd v2 (cluster version "
               f"{ETCD_CLUSTER_VERSION})")
         return 0
+    if config.discovery:
+        try:
+            config = discovered_config(config)  # waits until the whole cluster registered
+            if is_clustered(config):
+                check_cluster_config(config)
+        except (DiscoveryError, ConfigError) as err:
+            print(f"kvd: {err}", file=sys.stderr)
+            if isinstance(err, DiscoveryError):
+                print(f"kvd: {err.advice}", file=sys.stderr)
+            return 1
 
     async def run() -> None:
         stop = asyncio.Event()
