@@ -27,6 +27,7 @@ Choices made here:
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -819,7 +820,16 @@ class RaftNode:
                 self._check_can_propose()
             except (NotLeader, ProposalDropped):
                 return
-            self._append_entries([(EntryType.NORMAL, e.data) for e in m.entries])
+            normal = [(EntryType.NORMAL, e.data) for e in m.entries
+                      if e.type is not EntryType.CONF_CHANGE]
+            if normal:
+                self._append_entries(normal)
+            for e in m.entries:
+                if e.type is EntryType.CONF_CHANGE:
+                    # A follower's forwarded membership change gets the same checks as a
+                    # local one; a refused one is dropped and its proposer times out.
+                    with contextlib.suppress(ProposalDropped, ValueError):
+                        self.propose_conf_change(decode_conf_change(e.data, "prop.entry"))
             return
         if m.type is MT.READ_INDEX:
             self._leader_read(m.context, m.from_)

@@ -71,7 +71,14 @@ Address = tuple[str, int]
 
 
 class StateMachine(Protocol):
-    """What the shell needs from the application."""
+    """What the shell needs from the application.
+
+    An application that keeps its own record of members (names, URLs) may also define
+    ``apply_conf_change(index, type, node_id, app)``: the shell calls it when a membership
+    change is applied, with the ``app`` bytes given to `RaftShell.add_member` or
+    `RaftShell.remove_member`, so that record changes at the same log position as the
+    Raft voter set and lands in the same snapshots.
+    """
 
     def apply(self, index: int, data: bytes) -> Any: ...
     def snapshot(self) -> bytes: ...
@@ -150,7 +157,11 @@ class RaftShell:
         self.core: RaftNode | None = None
         self.transport: PeerTransport | None = None
         self.removed = False
+        #: called once when this member applies its own removal
+        self.on_removed: Callable[[], None] | None = None
         self.failed: BaseException | None = None
+        #: answers peer-port queries (see `transport`); none served when unset
+        self.on_query: Callable[[str], Any] | None = None
         #: called if a background task dies; the demo runner exits the process
         self.on_failure: Callable[[BaseException], None] | None = None
 
@@ -183,6 +194,7 @@ class RaftShell:
             cluster=cfg.cluster,
             listen=cfg.listen,
             on_message=self._on_message,
+            on_query=self._on_query,
             server_ssl=cfg.server_ssl,
             client_ssl=cfg.client_ssl,
             rng=self._rng,
@@ -247,16 +259,19 @@ class RaftShell:
         self._push("read", rid)
         return await self._wait(rid, fut)
 
-    async def add_member(self, node_id: int, address: Address, *, learner: bool = False) -> int:
+    async def add_member(self, node_id: int, address: Address, *, learner: bool = False,
+                         app: bytes = b"") -> int:
         kind = ConfChangeType.ADD_LEARNER if learner else ConfChangeType.ADD_VOTER
-        return await self._conf_change(kind, node_id, address)
+        return await self._conf_change(kind, node_id, address, app)
 
-    async def remove_member(self, node_id: int) -> int:
-        return await self._conf_change(ConfChangeType.REMOVE_NODE, node_id, None)
+    async def remove_member(self, node_id: int, *, app: bytes = b"") -> int:
+        return await self._conf_change(ConfChangeType.REMOVE_NODE, node_id, None, app)
 
-    async def _conf_change(self, kind: ConfChangeType, node_id: int, addr: Address | None) -> int:
+    async def _conf_change(self, kind: ConfChangeType, node_id: int, addr: Address | None,
+                           app: bytes = b"") -> int:
+        """Propose a membership change here or, on a follower, at the leader it knows."""
         rid, fut = self._new_request()
-        context = _pack({"rid": rid, "addr": list(addr) if addr else None})
+        context = _pack({"rid": rid, "addr": list(addr) if addr else None, "app": bytes(app)})
         self._push("conf", (rid, ConfChange(kind, node_id, context)))
         return await self._wait(rid, fut)
 
@@ -278,6 +293,11 @@ class RaftShell:
     def _push(self, kind: str, item: Any) -> None:
         self._inputs.append((kind, item))
         self._wakeup.set()
+
+    def _on_query(self, query: str) -> Any:
+        if self.on_query is None:
+            raise KeyError(f"query {query!r}: not served here")
+        return self.on_query(query)
 
     def _on_message(self, message: Message) -> None:
         self._push("msg", message)
@@ -332,12 +352,27 @@ class RaftShell:
                     self._parked.append((kind, item))
             elif kind == "conf":
                 rid, cc = item
+                if rid not in self._waiting:
+                    continue  # its caller already gave up
                 try:
                     core.propose_conf_change(cc)
-                except (NotLeader, ProposalDropped, ValueError) as exc:
+                except NotLeader as exc:
+                    self._forward_conf_change(exc.leader, item)
+                except (ProposalDropped, ValueError) as exc:
                     self._fail(rid, exc)
         for start in range(0, len(proposals), self.cfg.max_batch):
             self._propose_batch(proposals[start : start + self.cfg.max_batch])
+
+    def _forward_conf_change(self, leader: int, item: tuple[bytes, ConfChange]) -> None:
+        if leader == NONE or leader == self.cfg.node_id or self.transport is None:
+            self._parked.append(("conf", item))
+            return
+        entry = Entry(term=0, index=1, type=EntryType.CONF_CHANGE,
+                      data=codec.encode_conf_change(item[1]))
+        self.transport.send(
+            Message(MessageType.PROP, to=leader, from_=self.cfg.node_id, entries=(entry,))
+        )
+        self.stats.proposals_forwarded += 1
 
     def _propose_batch(self, batch: list[tuple[bytes, bytes]]) -> None:
         core = self.core
@@ -414,11 +449,11 @@ class RaftShell:
 
     def _apply_conf_change(self, entry: Entry) -> None:
         cc = codec.decode_conf_change(entry.data, f"entry[{entry.index}].data")
-        rid, addr = None, None
+        rid, addr, app = None, None, b""
         if cc.context:
             try:
                 ctx = _unpack(cc.context)
-                rid, addr = ctx.get("rid"), ctx.get("addr")
+                rid, addr, app = ctx.get("rid"), ctx.get("addr"), ctx.get("app") or b""
             except Exception:  # a context from another shell: membership still applies
                 log.warning("entry %d: conf change context not understood", entry.index)
         transport = self.transport
@@ -434,6 +469,11 @@ class RaftShell:
             else:
                 self.addresses.pop(cc.node_id, None)
                 transport.remove_peer(cc.node_id)
+        hook = getattr(self.sm, "apply_conf_change", None)
+        if hook is not None:
+            hook(entry.index, cc.type, cc.node_id, app if isinstance(app, bytes) else b"")
+        if self.removed and cc.node_id == self.cfg.node_id and self.on_removed is not None:
+            self.on_removed()
         if isinstance(rid, bytes):
             self._resolve(rid, entry.index)
 

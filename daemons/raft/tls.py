@@ -12,20 +12,33 @@ import ssl
 from pathlib import Path
 
 
-def server_context(cert: str | Path, key: str | Path, ca: str | Path) -> ssl.SSLContext:
+def server_context(cert: str | Path, key: str | Path, ca: str | Path | None,
+                   *, require_client_cert: bool = True) -> ssl.SSLContext:
+    """The listening side; ``require_client_cert=False`` also serves peers without one."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(cert), str(key))
-    ctx.load_verify_locations(cafile=str(ca))
-    ctx.verify_mode = ssl.CERT_REQUIRED
+    if ca:
+        ctx.load_verify_locations(cafile=str(ca))
+    ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_NONE
     return ctx
 
 
-def client_context(cert: str | Path, key: str | Path, ca: str | Path) -> ssl.SSLContext:
+def client_context(cert: str | Path | None, key: str | Path | None,
+                   ca: str | Path | None) -> ssl.SSLContext:
+    """The dialling side: presents ``cert`` when given, checks the peer against ``ca``.
+
+    Without a CA the peer's certificate is not verified (etcd's behaviour when no
+    ``--peer-trusted-ca-file`` is given): the link is encrypted, not authenticated.
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(cert), str(key))
-    ctx.load_verify_locations(cafile=str(ca))
+    if cert and key:
+        ctx.load_cert_chain(str(cert), str(key))
     ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_REQUIRED
+    if ca:
+        ctx.load_verify_locations(cafile=str(ca))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    else:
+        ctx.verify_mode = ssl.CERT_NONE
     return ctx

@@ -7,6 +7,12 @@ checked on decode. Anything unexpected (wrong cluster, a frame over the size cap
 that are not msgpack, a message claiming another sender) drops that connection with a
 log line; the node itself carries on. Nothing is ever unpickled.
 
+A connection may instead open with a query frame (``{"version", "cluster", "query"}``):
+the receiver answers it with one frame from its ``on_query`` callback and closes. A
+member about to join uses it to learn the member list (and its own id) from the peers it
+was told about, the way etcd asks its peers' ``/members``; a member that suspects it was
+removed uses it to find out.
+
 Connections are one-way, like etcd's peer streams: a node dials each peer and only
 writes on that connection, and only reads on connections peers dialled to it. Each peer
 has its own bounded outbound queue drained by its own writer task, so a slow or stuck
@@ -37,6 +43,8 @@ PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
 HELLO_TIMEOUT = 5.0
 _HELLO_FIELDS = ("version", "cluster", "from", "to")
+_QUERY_FIELDS = ("version", "cluster", "query")
+QUERY_TIMEOUT = 3.0
 
 
 class FrameError(Exception):
@@ -81,6 +89,53 @@ def check_hello(obj: Any, cluster: str, me: int) -> int:
     if obj["to"] != me or type(obj["to"]) is not int:
         raise FrameError(f"hello.to: {obj['to']!r} is not this node ({me})")
     return sender
+
+
+def check_query(obj: Any, cluster: str) -> str:
+    """Validate a query frame; return the query's name."""
+    for key in obj:
+        if key not in _QUERY_FIELDS:
+            raise FrameError(f"query.{key}: unknown field")
+    if obj.get("version") != PROTOCOL_VERSION:
+        raise FrameError(f"query.version: unsupported {obj.get('version')!r}")
+    if obj.get("cluster") != cluster:
+        raise FrameError(f"query.cluster: {obj.get('cluster')!r} is not this cluster")
+    name = obj.get("query")
+    if not isinstance(name, str):
+        raise FrameError("query.query: expected a string")
+    return name
+
+
+class QueryError(Exception):
+    """A peer could not be asked, or refused the question; the message says which."""
+
+
+async def query_peer(address: tuple[str, int], cluster: str, query: str, *,
+                     ssl_context: ssl.SSLContext | None = None,
+                     timeout: float = QUERY_TIMEOUT) -> Any:
+    """Ask one peer a question over the peer port; return its answer's ``result``."""
+    host, port = address
+
+    async def ask() -> Any:
+        reader, writer = await asyncio.open_connection(host, port, ssl=ssl_context)
+        try:
+            writer.write(encode_frame({"version": PROTOCOL_VERSION, "cluster": cluster,
+                                       "query": query}))
+            await writer.drain()
+            return decode_body(await read_frame(reader, DEFAULT_MAX_FRAME_BYTES))
+        finally:
+            writer.transport.abort()
+
+    try:
+        answer = await asyncio.wait_for(ask(), timeout)
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError,
+            FrameError) as exc:
+        raise QueryError(f"peer {host}:{port}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(answer, dict) or "ok" not in answer:
+        raise QueryError(f"peer {host}:{port}: malformed answer")
+    if not answer["ok"]:
+        raise QueryError(f"peer {host}:{port}: {answer.get('error')}")
+    return answer.get("result")
 
 
 async def read_frame(reader: asyncio.StreamReader, max_bytes: int) -> bytes:
@@ -208,6 +263,7 @@ class PeerTransport:
         cluster: str,
         listen: tuple[str, int],
         on_message: Callable[[Message], None],
+        on_query: Callable[[str], Any] | None = None,
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
@@ -221,6 +277,7 @@ class PeerTransport:
         self.cluster = cluster
         self.listen = listen
         self.on_message = on_message
+        self.on_query = on_query
         self.server_ssl = server_ssl
         self.client_ssl = client_ssl
         self.max_frame_bytes = max_frame_bytes
@@ -300,7 +357,7 @@ class PeerTransport:
         self._inbound[task] = writer
         peername = writer.get_extra_info("peername")
         try:
-            await self._serve(reader, peername)
+            await self._serve(reader, writer, peername)
         except asyncio.IncompleteReadError:
             pass  # the peer closed or restarted; it will dial again
         except (FrameError, ValueError) as exc:
@@ -312,9 +369,24 @@ class PeerTransport:
             self._inbound.pop(task, None)
             writer.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, peername: Any) -> None:
+    async def _answer(self, query: str, writer: asyncio.StreamWriter) -> None:
+        if self.on_query is None:
+            answer = {"ok": False, "error": f"query {query!r}: not served here"}
+        else:
+            try:
+                answer = {"ok": True, "result": self.on_query(query)}
+            except (KeyError, ValueError) as exc:
+                answer = {"ok": False, "error": str(exc)}
+        writer.write(encode_frame(answer))
+        await writer.drain()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     peername: Any) -> None:
         limit = self.max_frame_bytes
         hello = decode_body(await asyncio.wait_for(read_frame(reader, 1024), HELLO_TIMEOUT))
+        if isinstance(hello, dict) and "query" in hello:
+            await self._answer(check_query(hello, self.cluster), writer)
+            return
         sender = check_hello(hello, self.cluster, self.node_id)
         while True:
             obj = decode_body(await read_frame(reader, limit))
