@@ -37,6 +37,9 @@ VALUE_FLAGS: dict[str, str] = {
     "key-file": "",
     "trusted-ca-file": "",
     "ca-file": "",
+    "peer-cert-file": "",
+    "peer-key-file": "",
+    "peer-trusted-ca-file": "",
     "snapshot-count": "10000",
     "dbus": "auto",  # serve org.flotilla.KV1: system, none, or auto (system if present)
 }
@@ -52,7 +55,7 @@ IGNORED_FLAGS = {
     "force-new-cluster", "pre-vote", "initial-election-tick-advance",
 }
 
-BOOL_FLAGS = {"version", "no-fsync", "client-cert-auth"}
+BOOL_FLAGS = {"version", "no-fsync", "client-cert-auth", "peer-client-cert-auth"}
 
 
 class ConfigError(ValueError):
@@ -92,6 +95,38 @@ def _client_tls(listen: list[str], value: Any, boolean: Any) -> ClientTLS | None
 
 
 @dataclass(slots=True)
+class PeerTLS:
+    """TLS for Raft traffic between members (https:// peer URLs)."""
+
+    cert_file: str
+    key_file: str
+    trusted_ca_file: str = ""
+    client_cert_auth: bool = False
+
+
+def _peer_tls(peer_urls: list[str], value: Any, boolean: Any) -> PeerTLS | None:
+    """etcd's ``--peer-*`` TLS flags; https:// peer URLs need a certificate and key."""
+    cert, key = value("peer-cert-file"), value("peer-key-file")
+    trusted = value("peer-trusted-ca-file")
+    client_auth = boolean("peer-client-cert-auth", False)
+    if not any(url.startswith("https://") for url in peer_urls):
+        if cert or key:
+            raise ConfigError("--peer-cert-file/--peer-key-file given but no https:// "
+                              "--listen-peer-urls")
+        return None
+    if not (cert and key):
+        raise ConfigError("--listen-peer-urls: https:// needs --peer-cert-file and "
+                          "--peer-key-file")
+    for flag, path in (("peer-cert-file", cert), ("peer-key-file", key),
+                       ("peer-trusted-ca-file", trusted)):
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"--{flag}: {path!r} does not exist")
+    if client_auth and not trusted:
+        raise ConfigError("--peer-client-cert-auth needs --peer-trusted-ca-file")
+    return PeerTLS(cert, key, trusted, client_auth)
+
+
+@dataclass(slots=True)
 class Config:
     name: str
     data_dir: str
@@ -108,6 +143,7 @@ class Config:
     version: bool = False
     snapshot_count: int = 10000  # applied Raft entries between snapshots (clusters only)
     client_tls: ClientTLS | None = None
+    peer_tls: PeerTLS | None = None
     dbus: str = "auto"  # --dbus: system, none or auto
     discovery_timeout: float = 120.0  # seconds an unreachable discovery service is retried
     ignored: list[str] = field(default_factory=list)
@@ -248,6 +284,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
         fsync=not boolean("no-fsync", False),
         snapshot_count=snapshot_count,
         client_tls=_client_tls(listen_client, value, boolean),
+        peer_tls=_peer_tls(listen_peer + advertise_peer, value, boolean),
         dbus=dbus,
         version=boolean("version", False),
         ignored=sorted(ignored),

@@ -23,6 +23,7 @@ from aiohttp import web
 from flotilla.daemons import __version__
 from flotilla.daemons.kv.discovery_service import new_discovery_token
 from flotilla.daemons.kv.errors import EVENT_INDEX_CLEARED, EtcdError
+from flotilla.daemons.kv.membership import MemberError, parse_member_body, parse_member_id
 from flotilla.daemons.kv.proposer import Proposer
 from flotilla.daemons.kv.render import error_json, event_json, rfc3339nano
 from flotilla.daemons.kv.request import (
@@ -329,37 +330,46 @@ class KeysApi:
         return web.Response(status=405, text="Method Not Allowed\n",
                             headers=CORS_HEADERS)
 
+    def _membership(self, method: str) -> Any:
+        """The proposer's membership call; a single node has none and says so."""
+        call = getattr(self.proposer, method, None)
+        if call is None:
+            raise MemberError(500, "membership changes need a replicated cluster; this kvd "
+                                   "runs as a single node")
+        return call
+
     async def _member_add(self, request: web.BaseRequest) -> web.Response:
-        """Validate like etcd (415, then 400 naming the problem) before refusing to add."""
-        media = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-        if media != JSON:
-            return self._json({"message": f"Bad Content-Type {media}, accept application/json"},
-                              status=415)
+        """POST /v2/members: etcd's checks and messages, then a Raft membership change."""
         try:
-            data = json.loads(await request.read())
-            urls = data["peerURLs"]
-            if not isinstance(urls, list) or not urls \
-                    or not all(isinstance(u, str) and u.startswith(("http://", "https://"))
-                               for u in urls):
-                raise ValueError("peerURLs must be a non-empty list of http(s) URLs")
-        except (ValueError, KeyError, TypeError) as err:
-            return self._json({"message": f"invalid member: {err}"}, status=400, newline=False)
-        return self._json({"message": "membership changes need a replicated cluster; "
-                                      "this kvd runs as a single node"}, status=500)
+            urls = parse_member_body(request.headers.get("Content-Type", ""),
+                                     await request.read())
+            new_id = await self._membership("add_member")(urls)
+        except MemberError as err:
+            return self._json({"message": err.message}, status=err.status)
+        return self._json(Member(new_id, "", urls, []).to_dict(), status=201)
 
     async def member_item(self, request: web.BaseRequest) -> web.Response:
-        hexid = request.path[len("/v2/members/"):]
+        """DELETE (remove) and PUT (new peer URLs) on /v2/members/<hex id>, as etcd."""
+        hexid = request["kv_path"][len("/v2/members/"):]
+        if request.method == "GET":
+            return self._json({"message": "Not found"}, status=404)
+        if request.method == "POST":
+            return await self._member_add(request)
         if request.method not in ("DELETE", "PUT"):
             return web.Response(status=405, text="Method Not Allowed\n",
-                                headers={**CORS_HEADERS, "Allow": "DELETE,PUT"})
+                                headers={**CORS_HEADERS, "Allow": "GET,POST,DELETE,PUT"})
         try:
-            wanted = int(hexid, 16)
-        except ValueError:
-            return self._json({"message": f'No such member: {hexid}'}, status=404, newline=False)
-        if all(m.id != wanted for m in self.info.members):
-            return self._json({"message": f"No such member: {hexid}"}, status=404, newline=False)
-        return self._json({"message": "membership changes need a replicated cluster; "
-                                      "this kvd runs as a single node"}, status=500)
+            member = parse_member_id(hexid)
+            if request.method == "DELETE":
+                await self._membership("remove_member")(member)
+            else:
+                urls = parse_member_body(request.headers.get("Content-Type", ""),
+                                         await request.read())
+                await self._membership("update_member")(member, urls)
+        except MemberError as err:
+            return self._json({"message": err.message}, status=err.status)
+        return web.Response(status=204, headers={
+            **CORS_HEADERS, "X-Etcd-Cluster-Id": self.cluster_id_hex})
 
     def _leader(self) -> Member | None:
         """The member the proposer knows as leader (this one when not replicated)."""

@@ -12,9 +12,13 @@ calls it for every GET unless the request says ``quorum=false``, which serves th
 member's local (possibly slightly stale) copy without a round trip to the leader.
 
 Membership as clients see it (``/v2/members``, ``/v2/machines``) is the Raft voter set
-joined with the attributes each member publishes through the log once it starts: its
-name and client URLs, the way etcd members publish theirs. Raft snapshots hold the store
-and those attributes, msgpack-encoded.
+joined with two replicated records: each member's peer URLs, which travel inside the
+Raft membership change that adds it (so they change at the same log position as the
+voter set), and the attributes each member publishes through the log once it starts: its
+name and client URLs, the way etcd members publish theirs. Removed ids are remembered,
+so a second removal answers 410 and a removed member that missed its own removal finds
+out by asking its peers. Raft snapshots hold the store, both records and the removed
+ids, msgpack-encoded.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,16 +36,32 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgpack
-from flotilla.daemons.kv.config import Config, ConfigError, member_id
+from flotilla.daemons.kv.config import Config, ConfigError, PeerTLS, member_id
 from flotilla.daemons.kv.errors import RAFT_INTERNAL, EtcdError
+from flotilla.daemons.kv.membership import (
+    MEMBERS_QUERY,
+    Identity,
+    MemberError,
+    join_identity,
+    load_identity,
+    members_answer,
+    new_member_id,
+    peer_address,
+    save_identity,
+    static_identity,
+)
 from flotilla.daemons.kv.store import DEFAULT_HISTORY_BYTES, Event, Store
-from flotilla.daemons.raft.messages import Role
+from flotilla.daemons.raft import tls
+from flotilla.daemons.raft.messages import NONE, ConfChangeType, NotLeader, ProposalDropped, Role
 from flotilla.daemons.raft.node import ProposalTimeout, RaftShell, ShellConfig
+from flotilla.daemons.raft.transport import QueryError, query_peer
 
 log = logging.getLogger(__name__)
 
 #: Command name for a member announcing its name and client URLs; kept out of the store.
 PUBLISH_OP = "kvd.publish"
+#: Command name for new peer URLs of an existing member (``PUT /v2/members/<id>``).
+MEMBER_UPDATE_OP = "kvd.member_update"
 SNAPSHOT_VERSION = 1
 #: The Raft log, hard state and snapshots live here under ``--data-dir``.
 RAFT_DIR = "raft"
@@ -67,15 +89,23 @@ class KvStateMachine:
     """Applies replicated commands to one store; snapshots it for Raft.
 
     ``apply`` never raises for a bad command: a malformed entry must not stop the Raft
-    loop, and every replica turns it into the same error.
+    loop, and every replica turns it into the same error. ``peers`` starts as the
+    membership this member was started with and then follows the log.
     """
 
     def __init__(self, history_bytes: int = DEFAULT_HISTORY_BYTES,
-                 on_members: Callable[[], None] | None = None) -> None:
+                 on_members: Callable[[], None] | None = None,
+                 peers: dict[int, list[str]] | None = None) -> None:
         self.store = Store(history_bytes)
         self.history_bytes = history_bytes
         self.attrs: dict[int, MemberAttrs] = {}
+        #: peer URLs by member id
+        self.peers: dict[int, list[str]] = {k: list(v) for k, v in (peers or {}).items()}
+        #: ids removed from the cluster; never reused
+        self.removed: set[int] = set()
         self.on_members = on_members
+        #: called with ``peers`` whenever a member's peer URLs change
+        self.on_peers: Callable[[dict[int, list[str]]], None] | None = None
 
     def apply(self, index: int, data: bytes) -> Event | EtcdError | None:
         try:
@@ -88,12 +118,20 @@ class KvStateMachine:
                              self.store.index)
         if command.get("op") == PUBLISH_OP:
             return self._publish(index, command)
+        if command.get("op") == MEMBER_UPDATE_OP:
+            return self._update_peers(index, command)
         try:
             return self.store.apply(command)
         except (ValueError, TypeError, KeyError, AttributeError) as err:
             log.warning("entry %d: bad command field: %r", index, err)
             return EtcdError(RAFT_INTERNAL, f"entry {index}: bad command: {err}",
                              self.store.index)
+
+    def _changed(self, peers: bool) -> None:
+        if peers and self.on_peers is not None:
+            self.on_peers(self.peers)
+        if self.on_members is not None:
+            self.on_members()
 
     def _publish(self, index: int, command: dict[str, Any]) -> None:
         try:
@@ -102,61 +140,137 @@ class KvStateMachine:
         except (KeyError, TypeError, ValueError) as err:
             log.warning("entry %d: bad member attributes: %r", index, err)
             return None
+        if member in self.removed:
+            return None  # a late announcement from a member already gone
         self.attrs[member] = attrs
-        if self.on_members is not None:
-            self.on_members()
+        self._changed(peers=False)
         return None
+
+    def _update_peers(self, index: int, command: dict[str, Any]) -> EtcdError | None:
+        try:
+            member = int(command["id"])
+            urls = _url_list(command["peerURLs"])
+        except (KeyError, TypeError, ValueError) as err:
+            return EtcdError(RAFT_INTERNAL, f"entry {index}: bad member update: {err}",
+                             self.store.index)
+        if member not in self.peers:
+            return EtcdError(RAFT_INTERNAL, f"entry {index}: no member {member:x} to update",
+                             self.store.index)
+        self.peers[member] = urls
+        self._changed(peers=True)
+        return None
+
+    def apply_conf_change(self, index: int, kind: ConfChangeType, node_id: int,
+                          app: bytes) -> None:
+        """Called by the Raft shell at the log position of a membership change."""
+        if kind is ConfChangeType.REMOVE_NODE:
+            self.peers.pop(node_id, None)
+            self.attrs.pop(node_id, None)
+            self.removed.add(node_id)
+            self._changed(peers=True)
+            return
+        urls: list[str] = []
+        try:
+            urls = _url_list(_unpack(app)["peerURLs"]) if app else []
+        except (ValueError, TypeError, KeyError, msgpack.UnpackException) as err:
+            log.warning("entry %d: membership change without usable peer URLs: %r",
+                        index, err)
+        if urls or node_id not in self.peers:
+            self.peers[node_id] = urls
+        self._changed(peers=True)
 
     def snapshot(self) -> bytes:
         return _pack({
             "version": SNAPSHOT_VERSION,
             "store": self.store.snapshot(),
             "members": {f"{k:x}": [a.name, a.client_urls] for k, a in self.attrs.items()},
+            "peers": {f"{k:x}": v for k, v in self.peers.items()},
+            "removed": [f"{k:x}" for k in sorted(self.removed)],
         })
 
     def restore(self, data: bytes) -> None:
-        """Replace the store's contents in place, so the HTTP layer's reference stays valid."""
-        obj = _unpack(data)
+        """Replace the store's contents in place, so the HTTP layer's reference stays valid.
+
+        Everything is decoded and checked before anything is replaced, so a bad
+        snapshot leaves the member as it was.
+        """
+        try:
+            obj = _unpack(data)
+        except (ValueError, msgpack.UnpackException) as err:
+            raise ValueError(f"raft snapshot: undecodable ({err})") from None
         if not isinstance(obj, dict) or obj.get("version") != SNAPSHOT_VERSION:
             raise ValueError("raft snapshot: not a kvd store snapshot (bad 'version')")
+        try:
+            attrs = {int(k, 16): MemberAttrs(str(v[0]), [str(u) for u in v[1]])
+                     for k, v in obj.get("members", {}).items()}
+            peers = ({int(k, 16): _url_list(v) for k, v in obj["peers"].items()}
+                     if "peers" in obj else None)
+            removed = {int(k, 16) for k in obj.get("removed", [])}
+        except (AttributeError, TypeError, ValueError, IndexError) as err:
+            raise ValueError(f"raft snapshot: bad membership data ({err})") from None
         fresh = Store.restore(obj["store"], self.history_bytes)
         for name, value in vars(fresh).items():
             if name not in _KEEP_ON_RESTORE:
                 setattr(self.store, name, value)
-        self.attrs = {int(k, 16): MemberAttrs(str(v[0]), [str(u) for u in v[1]])
-                      for k, v in obj.get("members", {}).items()}
-        if self.on_members is not None:
-            self.on_members()
+        self.attrs = attrs
+        if peers is not None:  # snapshots written before peer URLs were replicated lack it
+            self.peers = peers
+        self.removed = removed
+        self._changed(peers=True)
+
+
+def _url_list(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
+        raise ValueError("peerURLs: expected a list of strings")
+    return list(value)
 
 
 class RaftProposer:
     """The :class:`~flotilla.daemons.kv.proposer.Proposer` of a kvd cluster member."""
 
-    def __init__(self, shell_config: ShellConfig, attrs: MemberAttrs,
-                 peer_urls: dict[int, list[str]],
+    #: seconds without a leader before a member asks its peers whether it was removed
+    REMOVAL_CHECK_AFTER = 2.0
+    #: seconds a removed member keeps running, so its last answers reach their clients
+    REMOVAL_GRACE = 1.0
+
+    def __init__(self, shell_config: ShellConfig, attrs: MemberAttrs, identity: Identity,
                  history_bytes: int = DEFAULT_HISTORY_BYTES) -> None:
         self.node_id = shell_config.node_id
         self.own_attrs = attrs
-        #: advertised peer URLs by member id (from the static initial cluster)
-        self.peer_urls = peer_urls
-        self.machine = KvStateMachine(history_bytes)
+        self.identity = identity
+        self.cluster_id = identity.cluster_id
+        self.machine = KvStateMachine(history_bytes, peers=identity.peers)
+        self.machine.on_peers = self._sync_addresses
         self.shell = RaftShell(shell_config, self.machine)
-        self._publisher: asyncio.Task[None] | None = None
+        self.shell.on_removed = self._on_removed
+        self.shell.on_query = self._answer_query
+        self._tasks: list[asyncio.Task[None]] = []
         self.published = asyncio.Event()
+        #: set once this member knows it was removed from the cluster
+        self.removed = asyncio.Event()
+        #: called (once, after a short grace) when this member was removed
+        self.on_removed: Callable[[], None] | None = None
 
     @property
     def store(self) -> Store:
         return self.machine.store
 
+    @property
+    def peer_urls(self) -> dict[int, list[str]]:
+        return self.machine.peers
+
     async def start(self) -> None:
         await self.shell.start()
-        self._publisher = asyncio.get_running_loop().create_task(self._publish())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._publish()),
+                       loop.create_task(self._watch_for_removal())]
 
     async def close(self) -> None:
-        if self._publisher is not None:
-            self._publisher.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._publisher
+                await task
         await self.shell.stop()
 
     async def _publish(self) -> None:
@@ -172,6 +286,128 @@ class RaftProposer:
                 continue
             self.published.set()
             return
+
+    # -- removal ---------------------------------------------------------------------
+
+    def _on_removed(self) -> None:
+        if self.removed.is_set():
+            return
+        self.removed.set()
+        print(f"kvd {self.own_attrs.name}: the member has been permanently removed from "
+              "the cluster; the data-dir used by this member must be removed",
+              file=sys.stderr, flush=True)
+        if self.on_removed is not None:
+            asyncio.get_running_loop().call_later(self.REMOVAL_GRACE, self.on_removed)
+
+    async def _watch_for_removal(self) -> None:
+        """Find out about a removal this member never saw committed.
+
+        The leader stops talking to a member as soon as it applies that member's
+        removal, often before the member learns the entry is committed. Such a member
+        just loses its leader; after a few quiet seconds it asks its peers, the way an
+        etcd member learns it from its peers' refusals.
+        """
+        quiet_since: float | None = None
+        while not self.removed.is_set():
+            await asyncio.sleep(0.5)
+            core = self.shell.core
+            if core is None or core.role is Role.LEADER or core.lead != NONE:
+                quiet_since = None
+                continue
+            now = time.monotonic()
+            if quiet_since is None:
+                quiet_since = now
+            if now - quiet_since < self.REMOVAL_CHECK_AFTER:
+                continue
+            quiet_since = now
+            for address in list(self.shell.addresses.values()):
+                try:
+                    answer = await query_peer(address, self.shell.cfg.cluster, MEMBERS_QUERY,
+                                              ssl_context=self.shell.cfg.client_ssl,
+                                              timeout=2.0)
+                except QueryError:
+                    continue
+                if isinstance(answer, dict) and self.node_id in answer.get("removed", ()):
+                    self._on_removed()
+                    return
+
+    def _answer_query(self, query: str) -> Any:
+        if query != MEMBERS_QUERY:
+            raise KeyError(f"query {query!r}: unknown")
+        return members_answer(self.cluster_id, self.members(), self.machine.removed)
+
+    def _sync_addresses(self, peers: dict[int, list[str]]) -> None:
+        """Dial every member at its replicated peer URL (added or updated members)."""
+        transport = self.shell.transport
+        for member, urls in peers.items():
+            if member == self.node_id or not urls:
+                continue
+            address = peer_address(urls[0])
+            if self.shell.addresses.get(member) == address:
+                continue
+            self.shell.addresses[member] = address
+            if transport is not None:
+                transport.set_peer(member, address)
+
+    # -- membership changes ----------------------------------------------------------
+
+    def _known(self) -> dict[int, list[str]]:
+        return {ident: peers for ident, _name, peers, _clients in self.members()}
+
+    def _check_free(self, peer_urls: list[str], known: dict[int, list[str]],
+                    exclude: int = 0) -> None:
+        taken = {u for ident, urls in known.items() if ident != exclude for u in urls}
+        if any(u in taken for u in peer_urls):
+            raise MemberError(409, "membership: peerURL exists")
+
+    def _absent(self, member: int) -> MemberError:
+        if member in self.machine.removed:
+            return MemberError(410, f"Member permanently removed: {member:x}")
+        return MemberError(404, f"No such member: {member:x}")
+
+    async def add_member(self, peer_urls: list[str], now_s: int | None = None) -> int:
+        """Add a voter through a Raft membership change; its id, as etcd makes it."""
+        known = self._known()
+        self._check_free(peer_urls, known)
+        member = new_member_id(peer_urls, int(time.time()) if now_s is None else now_s)
+        if member in known:
+            raise MemberError(409, "membership: ID exists")
+        if member in self.machine.removed:
+            raise MemberError(500, "Internal Server Error")
+        try:
+            await self.shell.add_member(member, peer_address(peer_urls[0]),
+                                        app=_pack({"peerURLs": list(peer_urls)}))
+        except (ProposalTimeout, ProposalDropped, NotLeader, ValueError) as err:
+            log.warning("adding member %x: %r", member, err)
+            raise MemberError(500, "Internal Server Error") from None
+        return member
+
+    async def remove_member(self, member: int) -> None:
+        if member not in self._known():
+            raise self._absent(member)
+        try:
+            await self.shell.remove_member(member)
+        except (ProposalTimeout, ProposalDropped, NotLeader, ValueError) as err:
+            log.warning("removing member %x: %r", member, err)
+            raise MemberError(500, "Internal Server Error") from None
+
+    async def update_member(self, member: int, peer_urls: list[str]) -> None:
+        known = self._known()
+        if member not in known:
+            if member in self.machine.removed:
+                raise MemberError(500, "Internal Server Error")
+            raise self._absent(member)
+        self._check_free(peer_urls, known, exclude=member)
+        command = {"op": MEMBER_UPDATE_OP, "id": member, "peerURLs": list(peer_urls)}
+        try:
+            result = await self.shell.propose(_pack(command))
+        except ProposalTimeout as err:
+            log.warning("updating member %x: %r", member, err)
+            raise MemberError(500, "Internal Server Error") from None
+        if result is not None:
+            raise MemberError(500, "Internal Server Error")
+
+    # -- reads -----------------------------------------------------------------------
 
     async def propose(self, command: dict[str, Any]) -> Event | EtcdError | None:
         command.setdefault("now", time.time_ns())
@@ -205,17 +441,18 @@ class RaftProposer:
         return self.shell.leader
 
     def members(self) -> list[tuple[int, str, list[str], list[str]]]:
-        """(id, name, peer URLs, client URLs) for every voter, in id order.
+        """(id, name, peer URLs, client URLs) for every member, in id order.
 
-        A voter that has not published yet shows with an empty name and no client URLs,
-        as etcd shows a member that has not started.
+        The replicated peer record, not the Raft core's voter set, is the source: it
+        changes while the membership entry is applied, so listeners called from that
+        apply already see the new membership. A member that has not published yet shows
+        with an empty name and no client URLs, as etcd shows a member not yet started.
         """
-        core = self.shell.core
-        voters = sorted(core.status().voters) if core is not None else sorted(self.peer_urls)
         out = []
-        for member in voters:
+        for member in sorted(self.machine.peers):
             attrs = self.machine.attrs.get(member)
-            out.append((member, attrs.name if attrs else "", self.peer_urls.get(member, []),
+            out.append((member, attrs.name if attrs else "",
+                        list(self.machine.peers.get(member, [])),
                         list(attrs.client_urls) if attrs else []))
         return out
 
@@ -245,8 +482,25 @@ def _address(flag: str, url: str) -> tuple[str, int]:
 
 
 def is_clustered(config: Config) -> bool:
-    """Static ``--initial-cluster`` naming more than this member selects Raft."""
-    return len(config.initial_cluster) > 1
+    """Raft for a static ``--initial-cluster`` of several members, or to join one."""
+    return len(config.initial_cluster) > 1 or config.initial_cluster_state == "existing"
+
+
+def peer_ssl_contexts(peer_tls: PeerTLS | None
+                      ) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """(server, client) contexts for peer traffic; ConfigError names an unusable file."""
+    if peer_tls is None:
+        return None, None
+    try:
+        server = tls.server_context(peer_tls.cert_file, peer_tls.key_file,
+                                    peer_tls.trusted_ca_file or None,
+                                    require_client_cert=peer_tls.client_cert_auth)
+        client = tls.client_context(peer_tls.cert_file, peer_tls.key_file,
+                                    peer_tls.trusted_ca_file or None)
+    except (ssl.SSLError, OSError) as err:
+        raise ConfigError(f"--peer-cert-file/--peer-key-file/--peer-trusted-ca-file: "
+                          f"{err}") from None
+    return server, client
 
 
 def check_cluster_config(config: Config) -> tuple[int, dict[int, list[str]]]:
@@ -265,22 +519,65 @@ def check_cluster_config(config: Config) -> tuple[int, dict[int, list[str]]]:
     if len(peer_urls) != len(config.initial_cluster):
         raise ConfigError("--initial-cluster: two members share the same peer URLs")
     _address("listen-peer-urls", config.listen_peer_urls[0])
+    peer_ssl_contexts(config.peer_tls)
     return member_id(config.initial_cluster[config.name], token), peer_urls
 
 
-def raft_proposer_from_config(config: Config) -> RaftProposer:
+def _has_raft_data(data_dir: Path) -> bool:
+    raft_dir = data_dir / RAFT_DIR
+    return raft_dir.is_dir() and any(raft_dir.iterdir())
+
+
+async def resolve_identity(config: Config, client_ssl: ssl.SSLContext | None) -> Identity:
+    """Who this member is: from ``member.json``, the static cluster, or by asking peers.
+
+    A failed join raises ConfigError before anything is written to ``--data-dir``.
+    """
+    data_dir = Path(config.data_dir)
+    saved = load_identity(data_dir)
+    if saved is not None:
+        return saved
+    if config.initial_cluster_state == "existing" and not _has_raft_data(data_dir):
+        identity = await join_identity(config, client_ssl)
+    else:
+        identity = static_identity(config)
+    save_identity(data_dir, identity)
+    return identity
+
+
+def raft_proposer_from_config(config: Config, identity: Identity | None = None
+                              ) -> RaftProposer:
     """Build the Raft member from etcd's flags; raises ConfigError naming a bad one."""
-    own_id, peer_urls = check_cluster_config(config)
-    peers = {ident: _address("initial-cluster", urls[0])
-             for ident, urls in peer_urls.items() if ident != own_id}
+    check_cluster_config(config)
+    identity = identity or static_identity(config)
+    server_ssl, client_ssl = peer_ssl_contexts(config.peer_tls)
+    peers = {ident: peer_address(urls[0])
+             for ident, urls in identity.peers.items() if ident != identity.member_id and urls}
     shell_config = ShellConfig(
-        node_id=own_id,
+        node_id=identity.member_id,
         data_dir=Path(config.data_dir) / RAFT_DIR,
         listen=_address("listen-peer-urls", config.listen_peer_urls[0]),
         peers=peers,
         cluster=config.initial_cluster_token,
+        join=identity.joined,
         snapshot_every=config.snapshot_count,
         fsync=config.fsync,
+        server_ssl=server_ssl,
+        client_ssl=client_ssl,
     )
     attrs = MemberAttrs(config.name, list(config.advertise_client_urls))
-    return RaftProposer(shell_config, attrs, peer_urls, config.history_bytes)
+    return RaftProposer(shell_config, attrs, identity, config.history_bytes)
+
+
+async def raft_member(config: Config, info: Any) -> RaftProposer:
+    """The Raft member for ``serve``: resolves its identity and sets ``info``'s ids."""
+    _server_ssl, client_ssl = peer_ssl_contexts(config.peer_tls)
+    identity = await resolve_identity(config, client_ssl)
+    proposer = raft_proposer_from_config(config, identity)
+    info.member.id = identity.member_id
+    info.cluster_id = identity.cluster_id
+    return proposer
+
+
+class MemberRemoved(Exception):
+    """This member was removed from the cluster; the daemon exits."""

@@ -32,10 +32,11 @@ from flotilla.daemons.kv.http import (
 )
 from flotilla.daemons.kv.proposer import LocalProposer, Proposer
 from flotilla.daemons.kv.replicated import (
+    MemberRemoved,
     RaftProposer,
     check_cluster_config,
     is_clustered,
-    raft_proposer_from_config,
+    raft_member,
 )
 from flotilla.daemons.service import notify
 
@@ -98,8 +99,9 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     info = server_info(config)
     proposer: LocalProposer | RaftProposer
     if is_clustered(config):
-        proposer = raft_proposer_from_config(config)
+        proposer = await raft_member(config, info)  # may ask peers who it is (joining)
         follow_raft_membership(info, proposer)
+        proposer.on_removed = stop.set
         await proposer.start()
     else:
         proposer = LocalProposer(Path(config.data_dir), config.history_bytes, config.fsync)
@@ -129,6 +131,8 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
         await bus_service.close()
     await runner.cleanup()
     await proposer.close()
+    if isinstance(proposer, RaftProposer) and proposer.removed.is_set():
+        raise MemberRemoved
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -165,6 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         asyncio.run(run())
+    except ConfigError as err:  # e.g. a join that found no member to ask
+        print(f"kvd: {err}", file=sys.stderr)
+        return 2
+    except MemberRemoved:
+        print("kvd: exiting: this member was removed from the cluster", file=sys.stderr)
+        return 1
     except OSError as err:
         print(f"kvd: {err}", file=sys.stderr)
         return 1
