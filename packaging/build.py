@@ -85,6 +85,12 @@ def stage(stage_dir: Path) -> None:
     dbus.mkdir()
     for policy in sorted((REPO / "units").glob("dbus/*.conf")):
         shutil.copy2(policy, dbus / policy.name)
+        (dbus / policy.name).chmod(0o644)
+    sysusers = stage_dir / "sysusers"
+    sysusers.mkdir()
+    for users in sorted((REPO / "packaging/sysusers").glob("*.conf")):
+        shutil.copy2(users, sysusers / users.name)
+        (sysusers / users.name).chmod(0o644)
 
 
 def nfpm(fmt: str, stage_dir: Path, out: Path) -> Path:
