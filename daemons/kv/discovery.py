@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from flotilla.daemons.kv.config import Config, member_id
 from flotilla.daemons.kv.proposer import LOG_NAME, SNAPSHOT_NAME
+from flotilla.daemons.service import notify
 
 # etcd's error texts (etcdserver/api/v2discovery), kept so searches for them still help.
 ERR_INVALID_URL = "discovery: invalid URL"
@@ -51,6 +52,8 @@ ERR_DUPLICATE_NAME = "discovery: found duplicate name"
 ERR_FULL_CLUSTER = "discovery: cluster is full"
 ERR_TOO_MANY_RETRIES = "discovery: too many retries"
 ERR_BAD_ENDPOINT = "discovery: bad discovery endpoint"
+# kvd's own: the result saved by an earlier run cannot be read back.
+ERR_BAD_SAVED = "discovery: saved cluster is unreadable"
 
 CONFIG_KEY = "_config"
 #: The saved outcome of discovery, under --data-dir.
@@ -460,12 +463,13 @@ def discovered_config(config: Config, log: Log | None = None) -> Config:
     if log is None:
         def log(text: str) -> None:
             print(f"kvd {config.name}: {text}", file=sys.stderr, flush=True)
+            notify(f"STATUS={text}")  # systemctl status shows what the member waits for
     url = discovery_endpoint(config.discovery)
     data_dir = Path(config.data_dir)
     try:
         saved = load_saved(data_dir)
     except ValueError as err:
-        raise DiscoveryError(ERR_INVALID_URL, str(err)) from None
+        raise DiscoveryError(ERR_BAD_SAVED, str(err)) from None
     if saved is not None:
         log(f"discovery token is ignored since cluster already initialized; using the "
             f"cluster saved in {data_dir / STATE_FILE}")
@@ -484,5 +488,8 @@ def discovered_config(config: Config, log: Log | None = None) -> Config:
         raise DiscoveryError(ERR_DUPLICATE_NAME,
                              f"the cluster names {config.name!r} with peer URLs "
                              f"{cluster.get(config.name)}, not this member's {peer_urls}")
-    save(data_dir, SavedDiscovery(url, cluster))
+    try:
+        save(data_dir, SavedDiscovery(url, cluster))
+    except OSError as err:
+        raise DiscoveryError(ERR_BAD_SAVED, f"cannot save it under --data-dir: {err}") from None
     return with_cluster(config, cluster, url)

@@ -303,3 +303,13 @@ def test_discovery_url_points_into_the_registry() -> None:
     assert discovery_url("http://10.0.0.1:2379/", "ab") == \
         "http://10.0.0.1:2379/v2/keys/_etcd/registry/ab"
     assert size_key("ab") == "/_etcd/registry/ab/_config/size"
+
+
+def test_unreadable_saved_cluster_stops_the_member_naming_the_file(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    Path(config.data_dir).mkdir(parents=True)
+    (Path(config.data_dir) / d.STATE_FILE).write_text("{not json")
+    with pytest.raises(d.DiscoveryError) as err:
+        d.discovered_config(config, log=lambda _: None)
+    assert err.value.reason == d.ERR_BAD_SAVED
+    assert d.STATE_FILE in str(err.value)
