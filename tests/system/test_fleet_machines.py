@@ -1,8 +1,11 @@
-"""fleet on three booted machines with real systemd: scheduling, failover, status/journal.
+"""fleet on three booted machines with real systemd, against kvd and against etcd.
 
-fleetd comes from the .deb, runs under each machine's systemd and talks to an etcd on the
-host across the machines' bridge. Every scenario checks what each machine's systemd
-reports, not what fleet believes.
+fleetd comes from the .deb and runs under each machine's systemd. Every scenario runs
+twice: once on a three-member kvd cluster inside the machines, once on Debian's etcd on
+the host. Each backend boots one cluster for the whole module and every test starts
+from a clean slate (all machines up and connected, no units). Every scenario checks what
+each machine's systemd reports, not what fleet believes. The scenarios that kill or cut
+off a machine come last so a cluster is rebooted as seldom as possible.
 """
 
 from __future__ import annotations
@@ -11,29 +14,54 @@ import time
 
 import pytest
 
-from .fleet_cluster import AGENT_TTL, RECONCILE_INTERVAL, FleetCluster, wait_for
+from tests.machines import Cluster
 
-pytestmark = pytest.mark.timeout(180)
+from .fleet_cluster import (
+    AGENT_TTL,
+    BACKENDS,
+    LEASE_TTL,
+    RECONCILE_INTERVAL,
+    FleetCluster,
+    wait_for,
+)
+
+pytestmark = pytest.mark.timeout(240)
 
 SLEEPER = "[Unit]\nDescription=fleet test sleeper\n\n[Service]\nExecStart=/bin/sleep 3600\n"
 FAILOVER_SLACK = 15.0
 
 
-@pytest.fixture(scope="module")
-def fleet(cluster_factory):
-    cluster = cluster_factory(3)
-    fleet = FleetCluster(cluster, ["web", "web", "db"])
+@pytest.fixture(scope="module", params=BACKENDS)
+def fleet(request, rootfs_template):
+    """One booted cluster per backend; pytest finishes one before it boots the next."""
+    cluster = Cluster(3)
+    fleet = None
     try:
+        cluster.boot()
+        fleet = FleetCluster(cluster, ["web", "web", "db"], backend=request.param)
         fleet.start()
         yield fleet
     finally:
-        fleet.stop()
+        try:
+            if fleet is not None:
+                fleet.stop()
+        finally:
+            cluster.destroy()
 
 
 @pytest.fixture
 def cluster(fleet):
-    """The machines, for journals on failure."""
+    """The machines (for journals on failure), reset to all-up and unit-free first."""
+    fleet.reset()
     return fleet.cluster
+
+
+def pinned(machine_id: str) -> str:
+    return SLEEPER + f"\n[X-Fleet]\nMachineID={machine_id}\n"
+
+
+def for_role(role: str, extra: str = "") -> str:
+    return SLEEPER + f"\n[X-Fleet]\nMachineMetadata=role={role}\n{extra}"
 
 
 def test_every_machine_joins_with_its_metadata(fleet, cluster):
@@ -218,6 +246,107 @@ def test_status_and_journal_from_another_machine(fleet, cluster):
     fleet.wait_hosts(unit, lambda h: h == [], 20, "stopped after destroy")
 
 
+def _engine_has_seen(fleet: FleetCluster, client, unit: str, host: str) -> None:
+    """Starts a witness unit on ``host`` and waits for it: the engine has reconciled.
+
+    The engine places every pending unit in each pass, so once a unit submitted later is
+    running, any unit still unplaced was considered and refused, not merely not yet seen.
+    """
+    fleet.fleetctl(client, "start", fleet.submit(client, unit, pinned(
+        fleet.machine(host).machine_id)))
+    fleet.wait_hosts(unit, lambda h: h == [host], 30, f"witness active on {host}")
+
+
+def test_one_way_conflict_keeps_the_named_unit_off_either_way(fleet, cluster):
+    # Only conflicter names hello; both may run only on the single db machine.
+    client = fleet.by_role("db")[0]
+    db = client.name
+    hello = fleet.submit(client, "hello.service", for_role("db"))
+    conflicter = fleet.submit(client, "conflicter.service",
+                              for_role("db", "Conflicts=hello.service\n"))
+    fleet.fleetctl(client, "start", conflicter)
+    fleet.wait_hosts("conflicter.service", lambda h: h == [db], 30, "active on db")
+    fleet.fleetctl(client, "start", "--no-block", hello)
+    _engine_has_seen(fleet, client, "witness1.service", db)
+    assert fleet.hosts_of("hello.service") == []
+    assert fleet.hosts_of("conflicter.service") == [db]
+    # The conflict goes with the unit that names it: destroy it and hello may start.
+    fleet.fleetctl(client, "destroy", "conflicter.service")
+    fleet.wait_hosts("hello.service", lambda h: h == [db], 30, "active once the conflict left")
+    # The other order: hello runs first, so the unit naming it may not join it.
+    fleet.fleetctl(client, "start", "--no-block", conflicter)
+    _engine_has_seen(fleet, client, "witness2.service", db)
+    assert fleet.hosts_of("conflicter.service") == []
+    assert fleet.hosts_of("hello.service") == [db]
+
+
+def test_multiple_conflicts_globs_all_apply(fleet, cluster):
+    first, second, third = fleet.machines
+    client = third
+    fleet.fleetctl(client, "start",
+                   fleet.submit(client, "alpha1.service", pinned(first.machine_id)),
+                   fleet.submit(client, "beta1.service", pinned(second.machine_id)),
+                   fleet.submit(client, "filler1.service", pinned(third.machine_id)),
+                   fleet.submit(client, "filler2.service", pinned(third.machine_id)))
+    # Least-loaded alone would pick the first or second machine (one unit each against
+    # two); only both globs together leave the third. One unit lists its globs on one
+    # line, the other repeats the key: fleet accumulates both forms.
+    fleet.fleetctl(client, "start", fleet.submit(
+        client, "oneline.service", SLEEPER + "\n[X-Fleet]\nConflicts=alpha*.service "
+        "beta*.service\n"), fleet.submit(
+        client, "twolines.service", SLEEPER + "\n[X-Fleet]\nConflicts=alpha*.service\n"
+        "Conflicts=beta*.service\n"))
+    for unit in ("oneline.service", "twolines.service"):
+        assert fleet.wait_hosts(unit, lambda h: len(h) == 1, 30, "active once") == [third.name]
+
+
+def test_replaces_moves_the_replaced_unit_off_the_machine(fleet, cluster):
+    client = fleet.by_role("db")[0]
+    fleet.fleetctl(client, "start", fleet.submit(client, "original.service", for_role("web")))
+    (home,) = fleet.wait_hosts("original.service", lambda h: len(h) == 1, 30, "active once")
+    (other,) = [m for m in fleet.by_role("web") if m.name != home]
+    # Two pinned units make the original's machine the least loaded web machine, so the
+    # kicker lands there and has something to replace.
+    fleet.fleetctl(client, "start",
+                   fleet.submit(client, "filler1.service", pinned(other.machine_id)),
+                   fleet.submit(client, "filler2.service", pinned(other.machine_id)))
+    fleet.fleetctl(client, "start", fleet.submit(
+        client, "kicker.service", for_role("web", "Replaces=original.service\n")))
+    assert fleet.wait_hosts("kicker.service", lambda h: len(h) == 1, 30,
+                            "active once") == [home]
+    assert fleet.wait_hosts("original.service", lambda h: h == [other.name], 30,
+                            f"moved to {other.name}") == [other.name]
+    home_machine = fleet.machine(home)
+    wait_for(lambda: "original.service" not in fleet.local_unit_files(home_machine), 20,
+             f"original.service unloaded from {home}")
+
+
+def test_template_specifiers_expand_in_the_running_unit_and_in_x_fleet(fleet, cluster):
+    client = fleet.machines[0]
+    template = fleet.submit(
+        client, "spec@.service",
+        "[Unit]\nDescription=n=%n N=%N p=%p i=%i\n\n[Service]\nExecStart=/bin/sleep 3600\n"
+        "\n[X-Fleet]\nMachineMetadata=role=%i\n")
+    fleet.fleetctl(client, "submit", template)
+    fleet.fleetctl(client, "start", "--no-block", "spec@nowhere.service")
+    fleet.fleetctl(client, "start", "spec@db.service", "spec@web.service")
+    db_names = [m.name for m in fleet.by_role("db")]
+    web_names = {m.name for m in fleet.by_role("web")}
+    (db_host,) = fleet.wait_hosts("spec@db.service", lambda h: h == db_names, 30,
+                                  "on the db machine")
+    (web_host,) = fleet.wait_hosts("spec@web.service", lambda h: len(h) == 1, 30,
+                                   "on one machine")
+    assert web_host in web_names
+    assert fleet.show(fleet.machine(db_host), "spec@db.service", "Description") == (
+        "n=spec@db.service N=spec@db p=spec i=db")
+    assert fleet.show(fleet.machine(web_host), "spec@web.service", "Description") == (
+        "n=spec@web.service N=spec@web p=spec i=web")
+    # role=nowhere matches no machine: submitted before the others, still unplaced.
+    assert fleet.hosts_of("spec@nowhere.service") == []
+    assert all("spec@nowhere.service" not in fleet.local_unit_files(m)
+               for m in fleet.machines)
+
+
 def test_rebooted_machine_rejoins_and_its_unit_keeps_running(fleet, cluster):
     client = fleet.by_role("db")[0]
     unit = "rebooter.service"
@@ -252,8 +381,62 @@ def test_units_of_a_killed_machine_move_elsewhere(fleet, cluster):
     moved = fleet.wait_hosts(unit, lambda h: h == [survivor.name], budget,
                              "active again on the surviving web machine")
     took = time.monotonic() - killed_at
-    print(f"\nfailover of {unit}: {took:.1f}s after kill (agent_ttl {AGENT_TTL:g}s, "
+    print(f"\n[{fleet.backend}] failover of {unit}: {took:.1f}s after kill "
+          f"(agent_ttl {AGENT_TTL:g}s, "
           f"reconcile {RECONCILE_INTERVAL:g}s, killed machine led the engine: {led_engine})")
     assert moved == [survivor.name]
     wait_for(lambda: len(fleet.listed_machines(client)) == 2, AGENT_TTL + 10,
              "the killed machine to leave list-machines")
+
+
+def test_units_of_a_cut_off_machine_move_and_do_not_run_twice_after_healing(fleet, cluster):
+    client = fleet.by_role("db")[0]
+    unit = "islander.service"
+    fleet.fleetctl(client, "start", fleet.submit(client, unit, for_role("web")))
+    (host,) = fleet.wait_hosts(unit, lambda h: len(h) == 1, 30, "active once")
+    victim = fleet.machine(host)
+    (survivor,) = [m for m in fleet.by_role("web") if m is not victim]
+    cut_at = time.monotonic()
+    victim.cut_network()
+    budget = AGENT_TTL + RECONCILE_INTERVAL + FAILOVER_SLACK
+    fleet.wait_hosts(unit, lambda h: survivor.name in h, budget,
+                     f"active on {survivor.name} while {host} is cut off")
+    took = time.monotonic() - cut_at
+    print(f"\n[{fleet.backend}] cut-off failover of {unit}: {took:.1f}s")
+    # As in fleet, a machine that cannot reach the store does nothing: it keeps its copy.
+    assert fleet.active_state(victim, unit) == "active"
+    victim.heal_network()
+    wait_for(lambda: fleet.active_state(victim, unit) != "active"
+             and unit not in fleet.local_unit_files(victim), AGENT_TTL + 30,
+             f"{host} to stop and unload its stale copy after healing")
+    wait_for(lambda: len(fleet.listed_machines(client)) == 3, 30, f"{host} to rejoin")
+    assert fleet.hosts_of(unit) == [survivor.name]
+
+
+def test_killing_the_engine_leader_hands_over_the_engine_and_moves_its_units(fleet, cluster):
+    leader_id = wait_for(fleet.engine_leader, 20, "an engine leader")
+    leader = fleet.by_id(leader_id)
+    others = [m for m in fleet.machines if m is not leader]
+    client = others[0]
+    # One pinned unit on each other machine makes the leader's the least loaded.
+    fleet.fleetctl(client, "start", *(
+        fleet.submit(client, f"anchor{i}.service", pinned(m.machine_id))
+        for i, m in enumerate(others)))
+    for i, machine in enumerate(others):
+        fleet.wait_hosts(f"anchor{i}.service", lambda h, n=machine.name: h == [n], 30,
+                         f"pinned to {machine.name}")
+    unit = "led.service"
+    fleet.fleetctl(client, "start", fleet.submit(client, unit, SLEEPER))
+    assert fleet.wait_hosts(unit, lambda h: len(h) == 1, 30, "active once") == [leader.name]
+    killed_at = time.monotonic()
+    leader.kill()
+    budget = LEASE_TTL + AGENT_TTL + RECONCILE_INTERVAL + FAILOVER_SLACK
+    (moved,) = fleet.wait_hosts(unit, lambda h: len(h) == 1, budget,
+                                "active again on a surviving machine")
+    took = time.monotonic() - killed_at
+    new_leader = wait_for(lambda: (found := fleet.engine_leader()) != leader_id and found,
+                          LEASE_TTL + 10, "another engine to take the lease")
+    print(f"\n[{fleet.backend}] engine leader killed: {unit} active on {moved} after "
+          f"{took:.1f}s; new leader {new_leader[:8]}")
+    assert moved in {m.name for m in others}
+    assert new_leader in {m.machine_id for m in others}
