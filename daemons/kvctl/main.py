@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import requests
+from flotilla.daemons.kvctl import member
 
 EXIT_SUCCESS = 0
 EXIT_BAD_ARGS = 1
@@ -49,14 +50,14 @@ class Client:
         self.session = requests.Session()
 
     def request(self, method: str, path: str, params: dict[str, str] | None = None,
-                data: dict[str, str] | None = None, timeout: float | None = -1.0
-                ) -> requests.Response:
+                data: dict[str, str] | str | None = None, timeout: float | None = -1.0,
+                headers: dict[str, str] | None = None) -> requests.Response:
         errors = []
         for number, endpoint in enumerate(self.endpoints):
             try:
                 return self.session.request(
                     method, endpoint.rstrip("/") + path, params=params, data=data,
-                    timeout=self.timeout if timeout == -1.0 else timeout)
+                    headers=headers, timeout=self.timeout if timeout == -1.0 else timeout)
             except requests.RequestException as err:
                 errors.append(f"error #{number}: {_reason(err)}")
         raise Unreachable("client: etcd cluster is unavailable or misconfigured; "
@@ -315,43 +316,15 @@ def _members(client: Client) -> list[dict[str, Any]]:
     return list(resp.json().get("members", []))
 
 
-def _leader_id(client: Client) -> str:
-    try:
-        return str(client.request("GET", "/v2/stats/self").json()["leaderInfo"]["leader"])
-    except (ValueError, KeyError):
-        return ""
-
-
 def cmd_member(client: Client, args: argparse.Namespace) -> None:
     if args.member_command == "list":
-        leader = _leader_id(client)
-        for m in _members(client):
-            print(f"{m['id']}: name={m.get('name', '')} peerURLs={','.join(m['peerURLs'])} "
-                  f"clientURLs={','.join(m.get('clientURLs', []))} "
-                  f"isLeader={'true' if m['id'] == leader else 'false'}")
-        return
-    if args.member_command == "add":
-        resp = client.request("POST", "/v2/members",
-                              data=json.dumps({"peerURLs": args.peer_url.split(",")}),
-                              timeout=None)
-        if resp.status_code != 201:
-            fail(EXIT_SERVER_ERROR, resp.json().get("message", resp.text))
-        new_id = resp.json()["id"]
-        print(f"Added member named {args.name} with ID {new_id} to cluster\n")
-        cluster = [f"{m.get('name') or args.name}={u}" for m in _members(client)
-                   for u in m["peerURLs"]]
-        print(f'ETCD_NAME="{args.name}"')
-        print(f'ETCD_INITIAL_CLUSTER="{",".join(cluster)}"')
-        print('ETCD_INITIAL_CLUSTER_STATE="existing"')
-        return
-    resp = client.request("DELETE", f"/v2/members/{args.member_id}")
-    if resp.status_code != 204:
-        try:
-            message = resp.json().get("message", resp.text)
-        except ValueError:
-            message = resp.text
-        fail(EXIT_SERVER_ERROR, message)
-    print(f"Removed member {args.member_id} from cluster")
+        member.member_list(client)
+    elif args.member_command == "add":
+        member.member_add(client, args.name, args.peer_url)
+    elif args.member_command == "remove":
+        member.member_remove(client, args.member_id)
+    else:
+        member.member_update(client, args.member_id, args.peer_urls)
 
 
 def cmd_cluster_health(client: Client, args: argparse.Namespace) -> None:
@@ -451,10 +424,13 @@ def build_parser() -> argparse.ArgumentParser:
     msub = p.add_subparsers(dest="member_command", required=True)
     msub.add_parser("list")
     add = msub.add_parser("add")
-    add.add_argument("name")
-    add.add_argument("peer_url")
+    add.add_argument("name", nargs="?")
+    add.add_argument("peer_url", nargs="?")
     remove = msub.add_parser("remove")
-    remove.add_argument("member_id")
+    remove.add_argument("member_id", nargs="?")
+    update = msub.add_parser("update")
+    update.add_argument("member_id", nargs="?")
+    update.add_argument("peer_urls", nargs="?")
     command("cluster-health", cmd_cluster_health, "check the health of the cluster")
     return parser
 
