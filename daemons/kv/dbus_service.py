@@ -438,6 +438,7 @@ class KvBusService:
         self.owns_name = asyncio.Event()
         self._calls: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._last_failure = ""
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -461,8 +462,11 @@ class KvBusService:
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # a bus problem must never reach the HTTP side
-                _log(f"cannot serve {BUS_NAME} on {self.address}: "
-                     f"{type(err).__name__}: {err}; retrying in {delay:.0f}s")
+                failure = f"{type(err).__name__}: {err}"
+                if failure != self._last_failure:  # once per cause, not once per retry
+                    _log(f"cannot serve {BUS_NAME} on {self.address}: {failure}; "
+                         f"retrying every {RECONNECT_MAX_S:.0f}s at most")
+                self._last_failure = failure
             self._disconnect()
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
@@ -483,11 +487,12 @@ class KvBusService:
         if reply.message_type == MessageType.ERROR:
             raise RuntimeError(f"AddMatch: {reply.error_name}: {reply.body}")
         answer = await bus.request_name(BUS_NAME)
+        self._last_failure = ""
         if answer == RequestNameReply.IN_QUEUE:
             _log(f"{BUS_NAME} is owned by another process; queued for it")
-        else:
+        elif not self.owns_name.is_set():  # NameAcquired, when it came first, said so
             self.owns_name.set()
-            _log(f"serving {BUS_NAME} at {OBJECT_PATH} on {self.address}")
+            _log(f"now serving {BUS_NAME} at {OBJECT_PATH} on {self.address}")
         await bus.wait_for_disconnect()
 
     def _disconnect(self) -> None:
@@ -508,9 +513,18 @@ class KvBusService:
         from dbus_fast import Message, MessageType
 
         if msg.message_type == MessageType.SIGNAL:
-            if (msg.member == "NameOwnerChanged" and msg.sender == "org.freedesktop.DBus"
-                    and msg.body[0].startswith(":") and not msg.body[2]):
+            if msg.sender != "org.freedesktop.DBus":
+                return None
+            if (msg.member == "NameOwnerChanged" and msg.body[0].startswith(":")
+                    and not msg.body[2]):
                 self._caller_left(msg.body[0])
+            elif msg.member == "NameAcquired" and msg.body == [BUS_NAME] \
+                    and not self.owns_name.is_set():
+                self.owns_name.set()
+                _log(f"now serving {BUS_NAME} at {OBJECT_PATH} on {self.address}")
+            elif msg.member == "NameLost" and msg.body == [BUS_NAME]:
+                self.owns_name.clear()
+                _log(f"lost {BUS_NAME} to another process; queued for it")
             return None
         if msg.message_type != MessageType.METHOD_CALL:
             return None
