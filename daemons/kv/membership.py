@@ -40,7 +40,7 @@ MEMBER_FILE = "member.json"
 MEMBER_FILE_VERSION = 1
 #: Peer-port query a joining (or possibly removed) member asks its peers.
 MEMBERS_QUERY = "members"
-JOIN_TIMEOUT = 10.0
+JOIN_TIMEOUT = 5.0
 #: Go's name for the anonymous struct etcd decodes member bodies into.
 _GO_BODY_TYPE = 'struct { PeerURLs []string "json:\\"peerURLs\\"" }'
 _HEX_ID = re.compile(r"[0-9a-fA-F]{1,16}")
