@@ -31,7 +31,7 @@ import json
 from pathlib import Path
 
 import pytest
-from flotilla.daemons.kv.config import parse_config
+from flotilla.daemons.kv.config import ConfigError, parse_config
 from flotilla.daemons.kv.membership import (
     MEMBER_FILE,
     Identity,
@@ -169,3 +169,41 @@ def test_identity_file_is_plain_json_with_hex_ids(tmp_path: Path) -> None:
     obj = json.loads((tmp_path / MEMBER_FILE).read_text())
     assert obj == {"version": 1, "id": "ff", "clusterID": "10", "joined": False,
                    "peers": {"ff": ["http://a:1"]}}
+
+
+def test_peer_tls_flags_and_environment(tmp_path: Path) -> None:
+    for name in ("c.pem", "k.pem", "ca.pem"):
+        (tmp_path / name).write_text("x")
+    https = ["--listen-peer-urls", "https://127.0.0.1:2380"]
+    config = parse_config([*https, "--peer-cert-file", str(tmp_path / "c.pem"),
+                           "--peer-key-file", str(tmp_path / "k.pem")],
+                          environ={"ETCD_PEER_TRUSTED_CA_FILE": str(tmp_path / "ca.pem"),
+                                   "ETCD_PEER_CLIENT_CERT_AUTH": "true"})
+    assert config.peer_tls is not None
+    assert config.peer_tls.trusted_ca_file == str(tmp_path / "ca.pem")
+    assert config.peer_tls.client_cert_auth
+    assert parse_config([], environ={}).peer_tls is None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--listen-peer-urls", "https://127.0.0.1:2380"],
+     "--listen-peer-urls: https:// needs --peer-cert-file and --peer-key-file"),
+    (["--peer-cert-file", "/x", "--peer-key-file", "/y"],
+     "--peer-cert-file/--peer-key-file given but no https:// --listen-peer-urls"),
+    (["--listen-peer-urls", "https://127.0.0.1:2380", "--peer-cert-file", "/nope/c",
+      "--peer-key-file", "/nope/k"], "--peer-cert-file: '/nope/c' does not exist"),
+])
+def test_bad_peer_tls_flags_name_the_flag(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(argv, environ={})
+    assert str(info.value) == message
+
+
+def test_client_cert_auth_for_peers_needs_a_ca(tmp_path: Path) -> None:
+    for name in ("c.pem", "k.pem"):
+        (tmp_path / name).write_text("x")
+    with pytest.raises(ConfigError, match="--peer-client-cert-auth needs --peer-trusted-ca"):
+        parse_config(["--listen-peer-urls", "https://127.0.0.1:2380",
+                      "--peer-cert-file", str(tmp_path / "c.pem"),
+                      "--peer-key-file", str(tmp_path / "k.pem"), "--peer-client-cert-auth"],
+                     environ={})
