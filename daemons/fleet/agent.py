@@ -67,6 +67,7 @@ class Agent:
         units_dir: str | Path,
         ttl: float,
         reconcile_interval: float = RECONCILE_INTERVAL,
+        previous_registration: str | None = None,
     ) -> None:
         self.registry = registry
         self.kv: KVClient = registry.kv
@@ -76,6 +77,8 @@ class Agent:
         self.units_dir = Path(units_dir)
         self.ttl = max(1, math.ceil(ttl))
         self.reconcile_interval = reconcile_interval
+        # What this process registered before a configuration reload: still ours.
+        self.previous_registration = previous_registration
         self.current: dict[str, LocalUnit] = {}
         self.statuses: dict[str, UnitStatus] = {}
         self._dirty: set[str] = set()
@@ -109,12 +112,14 @@ class Agent:
         """A key identical to ours (same id, address, metadata, API) is our previous run's.
 
         Taking it over at once lets a crashed fleetd come back without the engine seeing
-        the machine vanish and moving every unit away. A different value means another
-        fleetd shares this machine id, which stays an error.
+        the machine vanish and moving every unit away. After a configuration reload the
+        key still holds what this process registered before, which is ours as well. Any
+        other value means another fleetd shares this machine id, which stays an error.
         """
+        ours = {self.machine.to_json(), self.previous_registration}
         try:
             reply = await self.kv.get(key)
-            if reply.node.value != self.machine.to_json():
+            if reply.node.value not in ours:
                 return False
             await self.kv.compare_and_swap(key, self.machine.to_json(),
                                            prev_index=reply.node.modified_index, ttl=self.ttl)
