@@ -422,6 +422,43 @@ class WatchRegistry:
 # ---------------------------------------------------------------------- asyncio shell
 
 
+class _PatientSocket:
+    """The bus socket as dbus-fast's writer sees it: a full send buffer writes 0 bytes.
+
+    dbus-fast's asyncio writer (like dbus-next's, altdesktop/python-dbus-next#153) treats
+    EAGAIN from ``send`` as a dead connection, so a burst of replies or signals bigger
+    than the socket buffer would drop kvd off the bus. Reporting "0 bytes sent" instead
+    makes the writer wait for the socket to become writable, which it already knows how
+    to do.
+    """
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def send(self, data: Any) -> int:
+        try:
+            return int(self._sock.send(data))
+        except BlockingIOError:
+            return 0
+
+    def sendmsg(self, buffers: Any, ancdata: Any = ()) -> int:
+        try:
+            return int(self._sock.sendmsg(buffers, ancdata))
+        except BlockingIOError:
+            return 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def tolerate_full_socket(bus: Any) -> None:
+    """Install :class:`_PatientSocket` under a connected dbus-fast bus's writer."""
+    writer = getattr(bus, "_writer", None)
+    if writer is not None and hasattr(writer, "sock") \
+            and not isinstance(writer.sock, _PatientSocket):
+        writer.sock = _PatientSocket(writer.sock)
+
+
 def _log(text: str) -> None:
     print(f"kvd: dbus: {text}", file=sys.stderr, flush=True)
 
@@ -476,6 +513,7 @@ class KvBusService:
         from dbus_fast.aio import MessageBus
 
         bus = await MessageBus(bus_address=self.address, bus_type=BusType.SYSTEM).connect()
+        tolerate_full_socket(bus)
         self.bus = bus
         bus.add_message_handler(self._handle)
         rule = ("type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"

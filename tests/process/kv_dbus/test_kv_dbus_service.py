@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
+from flotilla.daemons.kv.dbus_service import tolerate_full_socket
 
 from tests.conditions import wait_until
 from tests.process.kv.harness import Server, http_get, start_kvd
@@ -307,3 +308,30 @@ def test_kvd_serves_http_without_a_bus_and_joins_it_later(tmp_path):
         if bus is not None:
             bus.stop()
         shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+@pytest.mark.timeout(60)
+def test_a_burst_of_large_replies_keeps_kvd_on_the_bus(stack):
+    """Replies far beyond the socket buffer must queue, not drop kvd off the bus."""
+    bus, _ = stack
+
+    async def run() -> list[Message]:
+        client = await MessageBus(bus_address=bus.address, bus_type=BusType.SYSTEM).connect()
+        tolerate_full_socket(client)  # the test client has the same writer
+        try:
+            # The system bus lets a connection wait on at most 128 replies at once.
+            for batch in range(2):
+                sets = await asyncio.gather(*(
+                    _call(client, "Set", f"/burst/{batch}-{i}", "x" * 1000, 0, False)
+                    for i in range(100)))
+                assert {m.message_type for m in sets} == {MessageType.METHOD_RETURN}
+            return await asyncio.wait_for(asyncio.gather(*(
+                _call(client, "Get", "/burst", True, False, False) for _ in range(80))), 30)
+        finally:
+            client.disconnect()
+
+    replies = asyncio.run(run())
+    assert [r.message_type for r in replies] == [MessageType.METHOD_RETURN] * 80, \
+        {r.error_name for r in replies}
+    assert {len(r.body[0]) for r in replies} == {201}
+    assert name_has_owner(bus.address)
