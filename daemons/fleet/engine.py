@@ -1,8 +1,13 @@
 """The engine: one leader in the cluster turns desired state into a schedule.
 
 Leadership is a TTL lease key (``lease/engine-leader``, TTL 5 x reconcile interval)
-created with prevExist=false and renewed with prevIndex, as fleet does. Only the
-leader watches ``job/`` and ``machines/``; it reconciles on every change (batched) and
+created with prevExist=false and renewed with prevIndex, as fleet does. Every engine
+watches ``machines/`` (only joins, leaves and metadata changes make events): when the
+machine holding the lease leaves, a waiting engine takes the lease over at once with
+compare-and-swap on its index instead of waiting out the lease TTL, so a dead leader
+costs no more than any dead machine (agent_ttl, not agent_ttl plus the lease TTL). A
+leader whose machine key merely lapsed loses its next renewal and steps down. Only
+the leader watches ``job/``; it reconciles on every change (batched) and
 on a timer, using ``scheduler.decide`` for placement, then writes each machine's
 ``assignments/<machine>/`` so agents only see what concerns them.
 """
@@ -81,6 +86,7 @@ class Engine:
         self._wake = asyncio.Event()
         self._jobs_mirror: Mirror | None = None
         self._machines_mirror: Mirror | None = None
+        self._departed: set[str] = set()  # machines whose presence key went away
         self._mirror_tasks: list[asyncio.Task] = []
         self.reconciles = 0
         self.cpu_clock = cpu_clock
@@ -129,9 +135,8 @@ class Engine:
     async def _start_mirrors(self) -> None:
         # A burst of more than ~100 job events is cheaper to re-list than to replay.
         self._jobs_mirror = Mirror(self.kv, self.keys.job_dir(), self._on_change, max_lag=100)
-        self._machines_mirror = Mirror(self.kv, self.keys.machines_dir(), self._on_change)
-        self._mirror_tasks = [asyncio.create_task(self._jobs_mirror.run()),
-                              asyncio.create_task(self._machines_mirror.run())]
+        self._mirror_tasks = [asyncio.create_task(self._jobs_mirror.run())]
+        assert self._machines_mirror is not None
         await asyncio.wait_for(
             asyncio.gather(self._jobs_mirror.ready.wait(), self._machines_mirror.ready.wait()),
             timeout=max(5.0, self.lease_ttl),
@@ -145,20 +150,74 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._mirror_tasks = []
-        self._jobs_mirror = self._machines_mirror = None
+        self._jobs_mirror = None
 
     def _on_change(self, changes: dict[str, Node | None], full: bool) -> None:
         self._wake.set()
 
+    def _on_machines(self, changes: dict[str, Node | None], full: bool) -> None:
+        for key, node in changes.items():
+            parts = self.keys.split(key)
+            if node is None and len(parts) == 3 and parts[2] == "object":
+                self._departed.add(parts[1])
+        self._wake.set()
+
+    async def _take_over_from_departed(self) -> bool:
+        """Takes the lease if its holder's machine has left; True when we now lead.
+
+        The swap is conditional on the lease's index, so of several engines seeing the
+        same departure exactly one wins, and a holder that renewed meanwhile keeps it.
+        """
+        departed, self._departed = self._departed, set()
+        key = self.keys.leader_lease()
+        try:
+            reply = await self.kv.get(key)
+        except KeyNotFound:
+            return await self._hold_lease()  # already expired: an ordinary acquire
+        except (EtcdError, ClusterUnavailable):
+            return False
+        try:
+            holder = str(json.loads(reply.node.value or "{}").get("MachineID", ""))
+        except ValueError:
+            holder = ""
+        mirror = self._machines_mirror
+        present = mirror is not None and self.keys.machine(holder) in mirror.nodes
+        if holder not in departed or present or holder == self.machine_id:
+            return False
+        try:
+            taken = await self.kv.compare_and_swap(
+                key, self._lease_value(), prev_index=reply.node.modified_index,
+                ttl=self.lease_ttl)
+        except (TestFailed, KeyNotFound, EtcdError, ClusterUnavailable):
+            return False
+        self.lease_index = taken.node.modified_index
+        log.info("engine lease taken over from departed machine %s", holder)
+        return True
+
     async def run(self) -> None:
         """Hold or seek the lease every interval; reconcile while leader."""
+        self._machines_mirror = Mirror(self.kv, self.keys.machines_dir(), self._on_machines)
+        presence = asyncio.create_task(self._machines_mirror.run(), name="engine-machines")
+        try:
+            await self._run()
+        finally:
+            presence.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await presence
+
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_lease = 0.0
         next_gc = loop.time() + GC_INTERVAL
         while True:
-            if loop.time() >= next_lease:
+            takeover = bool(self._departed) and not self.is_leader
+            if not takeover:
+                self._departed.clear()
+            if loop.time() >= next_lease or takeover:
                 was_leader = self.is_leader
                 leader = await self._hold_lease()
+                if not leader and takeover:
+                    leader = await self._take_over_from_departed()
                 next_lease = loop.time() + self.interval
                 if leader and not was_leader:
                     log.info("engine leadership acquired by %s", self.machine_id)

@@ -46,12 +46,13 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str,
     return wait_until(condition, timeout, what, interval=interval, tolerate=(Exception,))
 
 
-def _read_key(base_url: str, key: str) -> str | None:
-    """A key's value through the v2 keys API (quorum read), None when it does not exist."""
+def _read_node(base_url: str, key: str) -> dict[str, Any] | None:
+    """A key's node (value, ttl, expiration...) through the v2 keys API, quorum read;
+    None when it does not exist."""
     url = f"{base_url}/v2/keys{key}?quorum=true"
     try:
         with urllib.request.urlopen(url, timeout=3) as reply:
-            return json.load(reply)["node"].get("value")
+            return json.load(reply)["node"]
     except urllib.error.HTTPError as error:
         if error.code == 404:
             return None
@@ -65,7 +66,7 @@ class Store(Protocol):
 
     def start(self) -> None: ...
     def servers_for(self, machine: Machine) -> list[str]: ...
-    def read(self, key: str) -> str | None: ...
+    def read_node(self, key: str) -> dict[str, Any] | None: ...
     def stop(self) -> None: ...
 
 
@@ -101,8 +102,8 @@ class HostEtcd:
     def servers_for(self, machine: Machine) -> list[str]:
         return [self.url]
 
-    def read(self, key: str) -> str | None:
-        return _read_key(self.local_url, key)
+    def read_node(self, key: str) -> dict[str, Any] | None:
+        return _read_node(self.local_url, key)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -138,13 +139,13 @@ class MachineKvd:
     def servers_for(self, machine: Machine) -> list[str]:
         return [f"http://127.0.0.1:{CLIENT_PORT}"]
 
-    def read(self, key: str) -> str | None:
+    def read_node(self, key: str) -> dict[str, Any] | None:
         errors: list[Exception] = []
         for machine in self.cluster:
             if not machine.running:
                 continue
             try:
-                return _read_key(f"http://{machine.address}:{CLIENT_PORT}", key)
+                return _read_node(f"http://{machine.address}:{CLIENT_PORT}", key)
             except OSError as error:  # a member cut off or in the minority
                 errors.append(error)
         raise OSError(f"no kvd member answered: {errors}")
@@ -212,8 +213,8 @@ class FleetCluster:
 
     def engine_leader(self) -> str:
         """Machine id held in the engine's leader lease, read straight from the store."""
-        raw = self.store.read(f"{FLEET_PREFIX}/lease/engine-leader")
-        return json.loads(raw)["MachineID"] if raw else ""
+        node = self.store.read_node(f"{FLEET_PREFIX}/lease/engine-leader")
+        return json.loads(node["value"])["MachineID"] if node else ""
 
     def alive(self) -> list[Machine]:
         return [m for m in self.machines if m.running]
