@@ -376,7 +376,8 @@ class RaftProposer:
             raise MemberError(500, "Internal Server Error")
         try:
             await self.shell.add_member(member, peer_address(peer_urls[0]),
-                                        app=_pack({"peerURLs": list(peer_urls)}))
+                                        app=_pack({"peerURLs": list(peer_urls)}),
+                                        forward=True)
         except (ProposalTimeout, ProposalDropped, NotLeader, ValueError) as err:
             log.warning("adding member %x: %r", member, err)
             raise MemberError(500, "Internal Server Error") from None
@@ -386,7 +387,7 @@ class RaftProposer:
         if member not in self._known():
             raise self._absent(member)
         try:
-            await self.shell.remove_member(member)
+            await self.shell.remove_member(member, forward=True)
         except (ProposalTimeout, ProposalDropped, NotLeader, ValueError) as err:
             log.warning("removing member %x: %r", member, err)
             raise MemberError(500, "Internal Server Error") from None

@@ -260,19 +260,25 @@ class RaftShell:
         return await self._wait(rid, fut)
 
     async def add_member(self, node_id: int, address: Address, *, learner: bool = False,
-                         app: bytes = b"") -> int:
+                         app: bytes = b"", forward: bool = False) -> int:
         kind = ConfChangeType.ADD_LEARNER if learner else ConfChangeType.ADD_VOTER
-        return await self._conf_change(kind, node_id, address, app)
+        return await self._conf_change(kind, node_id, address, app, forward)
 
-    async def remove_member(self, node_id: int, *, app: bytes = b"") -> int:
-        return await self._conf_change(ConfChangeType.REMOVE_NODE, node_id, None, app)
+    async def remove_member(self, node_id: int, *, app: bytes = b"",
+                            forward: bool = False) -> int:
+        return await self._conf_change(ConfChangeType.REMOVE_NODE, node_id, None, app, forward)
 
     async def _conf_change(self, kind: ConfChangeType, node_id: int, addr: Address | None,
-                           app: bytes = b"") -> int:
-        """Propose a membership change here or, on a follower, at the leader it knows."""
+                           app: bytes, forward: bool) -> int:
+        """Propose a membership change on the leader.
+
+        On a follower it fails with `NotLeader` (naming the leader), unless ``forward``:
+        then the change goes to the leader this member knows, like a proposal, and the
+        call returns once the change is applied here.
+        """
         rid, fut = self._new_request()
         context = _pack({"rid": rid, "addr": list(addr) if addr else None, "app": bytes(app)})
-        self._push("conf", (rid, ConfChange(kind, node_id, context)))
+        self._push("conf", (rid, ConfChange(kind, node_id, context), forward))
         return await self._wait(rid, fut)
 
     def _new_request(self) -> tuple[bytes, asyncio.Future[Any]]:
@@ -351,19 +357,22 @@ class RaftShell:
                 except NotLeader:
                     self._parked.append((kind, item))
             elif kind == "conf":
-                rid, cc = item
+                rid, cc, forward = item
                 if rid not in self._waiting:
                     continue  # its caller already gave up
                 try:
                     core.propose_conf_change(cc)
                 except NotLeader as exc:
-                    self._forward_conf_change(exc.leader, item)
+                    if forward:
+                        self._forward_conf_change(exc.leader, item)
+                    else:
+                        self._fail(rid, exc)
                 except (ProposalDropped, ValueError) as exc:
                     self._fail(rid, exc)
         for start in range(0, len(proposals), self.cfg.max_batch):
             self._propose_batch(proposals[start : start + self.cfg.max_batch])
 
-    def _forward_conf_change(self, leader: int, item: tuple[bytes, ConfChange]) -> None:
+    def _forward_conf_change(self, leader: int, item: tuple[bytes, ConfChange, bool]) -> None:
         if leader == NONE or leader == self.cfg.node_id or self.transport is None:
             self._parked.append(("conf", item))
             return
