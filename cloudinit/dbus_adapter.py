@@ -3,9 +3,14 @@
 A thin binding of :class:`SystemdControl`/:class:`HostnameControl` onto the shared D-Bus
 client; imported only when the command applies to the live system (``--root /``), so
 validation, dry runs on images and tests never load dbus-fast.
+
+Both bindings share one bus connection (:func:`connect`): each connection costs an
+authentication handshake and a Hello round trip, which is a visible share of a run.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from flotilla.daemons import systemd as sd
 
@@ -23,14 +28,18 @@ class DbusSystemd:
         return cls(await sd.Systemd.connect())
 
     async def unit_state(self, name: str) -> tuple[str, str, str]:
-        try:
-            status = await self.client.unit_status(name)
-            try:
-                file_state = await self.client.unit_file_state(name)
-            except sd.SystemdError:
-                file_state = ""
-        except sd.SystemdError as err:
-            raise SystemdError(str(err)) from err
+        """Both questions are sent at once; the connection carries them in parallel."""
+        status, file_state = await asyncio.gather(self.client.unit_status(name),
+                                                  self.client.unit_file_state(name),
+                                                  return_exceptions=True)
+        if isinstance(status, BaseException):
+            if isinstance(status, sd.SystemdError):
+                raise SystemdError(str(status)) from status
+            raise status
+        if isinstance(file_state, sd.SystemdError):
+            file_state = ""
+        elif isinstance(file_state, BaseException):
+            raise file_state
         return status.load_state, status.active_state, file_state
 
     async def daemon_reload(self) -> None:
@@ -77,3 +86,9 @@ class DbusHostname:
             await self.client.set_hostname(hostname)
         except sd.SystemdError as err:
             raise SystemdError(f"hostname {hostname}: {err}") from err
+
+
+async def connect(address: str | None = None) -> tuple[DbusSystemd, DbusHostname]:
+    """systemd and hostnamed over one system-bus connection."""
+    systemd = await sd.Systemd.connect(address)
+    return DbusSystemd(systemd), DbusHostname(sd.Hostnamed(systemd.bus))

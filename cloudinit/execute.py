@@ -8,6 +8,8 @@ created with ``useradd``/``usermod`` (``--prefix`` when the root is not ``/``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import posixpath
 import stat
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from . import plan
 from .accounts import Accounts
-from .fsutil import atomic_symlink, atomic_write, ensure_parent, sync_dirs
+from .fsutil import StagedWrites, ensure_parent
 from .systemd_api import HostnameControl, SystemdControl
 
 
@@ -35,7 +37,7 @@ class Host:
     run: Callable[[list[str]], None] = field(default=lambda argv: _run(argv))
     systemd_seconds: float = 0.0
     tool_seconds: float = 0.0
-    dirty_dirs: set[Path] = field(default_factory=set)
+    writes: StagedWrites = field(default_factory=lambda: StagedWrites())
 
     def path(self, machine_path: str) -> Path:
         return self.root / machine_path.lstrip("/")
@@ -98,32 +100,57 @@ async def observe(actions: list[plan.Action], host: Host) -> plan.Observed:
     for owner in plan.owners_to_observe(actions):
         observed.owners[owner] = accounts.resolve_owner(owner)
     started = time.perf_counter()
-    for name in plan.units_to_observe(actions):
-        load, active, file_state = await host.systemd.unit_state(name)
+    names = plan.units_to_observe(actions)
+    # All questions at once: over D-Bus they travel on one connection without waiting
+    # for each other's answers.
+    states = await asyncio.gather(*(host.systemd.unit_state(name) for name in names))
+    for name, (load, active, file_state) in zip(names, states, strict=True):
         observed.units[name] = plan.UnitState(load, active, file_state)
     host.systemd_seconds += time.perf_counter() - started
     return observed
 
 
+# File steps (keys, files, units, masks) are staged in ``host.writes`` and made durable
+# together. The steps below may read what they wrote (systemd reads units, hostnamed
+# /etc/hostname), so the staged files are committed before one of them runs. useradd reads
+# none of the files a config writes (those come after the users in the original's order),
+# so staging continues across it.
+_NEEDS_FILES = (plan.SetHostname, plan.EnableUnit, plan.DaemonReload, plan.UnitCommand)
+
+
 async def apply(steps: list[plan.Step], host: Host,
                 report: Callable[[str], None] = lambda line: None) -> int:
     """Apply the changing steps in order; returns how many changed. Stops at the first
-    failure with ApplyError naming the step."""
+    failure with ApplyError naming the step; the files of the steps before it are still
+    put in place, so the machine matches the steps reported as done."""
     changed = 0
-    for step in steps:
-        report(step.describe())
-        if not step.change:
-            continue
-        try:
-            await _apply_one(step, host)
-        except ApplyError:
-            raise
-        except Exception as err:  # every failure is reported against its step
-            raise ApplyError(f"{step.action.describe()}: {err}") from err
-        changed += 1
-    sync_dirs(host.dirty_dirs)
-    host.dirty_dirs.clear()
+    try:
+        for step in steps:
+            report(step.describe())
+            if not step.change:
+                continue
+            if isinstance(step.action, _NEEDS_FILES):
+                _commit(host)
+            try:
+                await _apply_one(step, host)
+            except ApplyError:
+                raise
+            except Exception as err:  # every failure is reported against its step
+                raise ApplyError(f"{step.action.describe()}: {err}") from err
+            changed += 1
+    except BaseException:
+        with contextlib.suppress(ApplyError):
+            _commit(host)
+        raise
+    _commit(host)
     return changed
+
+
+def _commit(host: Host) -> None:
+    try:
+        host.writes.commit()
+    except OSError as err:
+        raise ApplyError(f"putting the written files in place: {err}") from err
 
 
 async def _timed_systemd(host: Host, call) -> None:  # type: ignore[no-untyped-def]
@@ -154,13 +181,13 @@ async def _apply_one(step: plan.Step, host: Host) -> None:
         owner = Accounts(host.root).resolve_owner(a.owner) if a.owner else (-1, -1)
         if owner is None:
             raise ApplyError(f'owner "{a.owner}" does not exist')
-        atomic_write(host.path(a.path), step.payload, a.mode, *owner, host.dirty_dirs)
+        host.writes.write(host.path(a.path), step.payload, a.mode, *owner)
     elif isinstance(a, plan.EtcHosts | plan.MergeEnvFile | plan.WriteUnitFile):
-        atomic_write(host.path(a.path), step.payload, 0o644, dirty_dirs=host.dirty_dirs)
+        host.writes.write(host.path(a.path), step.payload, 0o644)
     elif isinstance(a, plan.MaskUnit):
-        atomic_symlink(host.path(a.path), "/dev/null")
+        host.writes.symlink(host.path(a.path), "/dev/null")
     elif isinstance(a, plan.UnmaskUnit):
-        host.path(a.path).unlink()
+        host.writes.remove(host.path(a.path))
     elif isinstance(a, plan.EnableUnit):
         await _timed_systemd(host, host.systemd.enable_unit_files([a.unit], a.runtime))
     elif isinstance(a, plan.DaemonReload):
@@ -176,13 +203,15 @@ def _install_keys(a: plan.InstallKeys, merged: bytes, host: Host) -> None:
     ssh_dir = host.path(posixpath.join(account.home, ".ssh"))
     key_dir = ssh_dir / "authorized_keys.d"
     for directory in (ssh_dir, key_dir):
-        ensure_parent(directory / "x")
+        for made in ensure_parent(directory / "x"):
+            host.writes.dirty_dirs.add(made.parent)
         os.chmod(directory, 0o700)
         os.chown(directory, account.uid, account.gid)
     merged_path = ssh_dir / "authorized_keys"
+    writes = host.writes
     if merged_path.is_file() and not (key_dir / plan.OLD_KEYS).exists():
         old = merged_path.read_bytes()
         if old and not old.startswith(plan.KEYS_HEADER.encode()):
-            atomic_write(key_dir / plan.OLD_KEYS, old, 0o600, account.uid, account.gid)
-    atomic_write(key_dir / a.key_name, a.content, 0o600, account.uid, account.gid)
-    atomic_write(ssh_dir / "authorized_keys", merged, 0o600, account.uid, account.gid)
+            writes.write(key_dir / plan.OLD_KEYS, old, 0o600, account.uid, account.gid)
+    writes.write(key_dir / a.key_name, a.content, 0o600, account.uid, account.gid)
+    writes.write(ssh_dir / "authorized_keys", merged, 0o600, account.uid, account.gid)

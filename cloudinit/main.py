@@ -16,10 +16,9 @@ import asyncio
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 
-from . import plan
+from . import LOADED_AT, plan
 from .config import CloudConfig, from_tree
 from .decode import ContentError
 from .rawyaml import YamlSyntaxError, load
@@ -104,10 +103,7 @@ def validate_command(path: str) -> int:
 def _hosts(root: Path):  # type: ignore[no-untyped-def]
     """systemd/hostnamed for the running system, or recording stand-ins for a root dir."""
     if root == Path("/") and not os.environ.get("FLOTILLA_CLOUDINIT_OFFLINE"):
-        from .dbus_adapter import DbusHostname, DbusSystemd
-
-        async def connect():  # type: ignore[no-untyped-def]
-            return await DbusSystemd.connect(), await DbusHostname.connect()
+        from .dbus_adapter import connect
 
         return connect
     from .offline import OfflineHostname, OfflineSystemd
@@ -134,7 +130,6 @@ def parse_config(text: str, addresses: dict[str, str]) -> CloudConfig:
 
 
 async def run(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
     from .datasource import Metadata, first_available, merge_metadata_keys
 
     sources = _sources(args)
@@ -212,9 +207,11 @@ async def run(args: argparse.Namespace) -> int:
         except Exception as err:  # the script's own failure is reported, not raised
             _err(f"script failed: {err}")
             return 0 if args.ignore_failure else 1
-    own = time.perf_counter() - started - host.systemd_seconds - host.tool_seconds
+    own = time.perf_counter() - LOADED_AT - host.systemd_seconds - host.tool_seconds
     timing = (f"(own {own * 1000:.0f} ms, systemd {host.systemd_seconds * 1000:.0f} ms, "
-              f"useradd/usermod {host.tool_seconds * 1000:.0f} ms)")
+              f"useradd/usermod {host.tool_seconds * 1000:.0f} ms, "
+              f"cpu {time.process_time() * 1000:.0f} ms, "
+              f"file sync {host.writes.commit_seconds * 1000:.0f} ms)")
     if applied:
         _say(f"applied {applied} change(s) {timing}")
     else:
@@ -227,7 +224,7 @@ async def run_script(text: str, host, workspace: Path) -> str:  # type: ignore[n
     from .fsutil import atomic_write
 
     scripts = host.path(str(workspace / "scripts"))
-    name = uuid.uuid4().hex[:12]
+    name = os.urandom(6).hex()
     atomic_write(scripts / name, text.encode(), 0o744)
     unit = f"flotilla-cloudinit-{name}.service"
     atomic_write(scripts / "unit-name", f"{unit}\n".encode(), 0o644)

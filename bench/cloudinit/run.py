@@ -41,8 +41,9 @@ def typical_config(with_users: bool) -> str:
     lines += ["coreos:", "  update:", "    reboot-strategy: etcd-lock", "  units:"]
     for i in range(5):
         lines += [f"  - name: bench{i}.service", "    command: start", "    enable: true",
-                  "    content: |", "      [Service]", "      ExecStart=/bin/true",
-                  "      [Install]", "      WantedBy=multi-user.target",
+                  "    content: |", "      [Service]", "      Type=oneshot",
+                  "      RemainAfterExit=yes", "      ExecStart=/bin/true", "      [Install]",
+                  "      WantedBy=multi-user.target",
                   "    drop-ins:", "      - name: 10-env.conf", "        content: |",
                   "          [Service]", f"          Environment=N={i}"]
     return "\n".join(lines) + "\n"
@@ -118,7 +119,7 @@ def main() -> None:
             m = statistics.median(values)
             print(f"{label:30s}{m:7.1f} ms  ({m / a:4.1f}x anchor)")
         print(f"first apply, own time          {statistics.median(own_first):7.1f} ms "
-              f"(goal < {GOAL_MS:.0f} ms; excludes interpreter start)")
+              f"(goal < {GOAL_MS:.0f} ms; from module load)")
         print(f"first apply, systemd stand-in  {statistics.median(systemd):7.1f} ms")
         print(f"first apply, useradd/usermod   {statistics.median(tool):7.1f} ms")
         print(f"second run, own time           {statistics.median(own_second):7.1f} ms")
