@@ -69,6 +69,8 @@ def test_cluster_grows_by_http_and_kvctl_then_loses_a_follower_and_its_leader(
     m3.start()
     cluster.wait_serving(m3)
     assert m3.member_id() == new_id
+    cluster_id = first_follower.get("/v2/members").headers["X-Etcd-Cluster-Id"]
+    assert m3.get("/v2/members").headers["X-Etcd-Cluster-Id"] == cluster_id
     assert read(m3, "/grow/before") == "1"
     assert cluster.leader().put("/grow/after", "2").status_code == 201
     assert read(m3, "/grow/after") == "2"
@@ -117,6 +119,9 @@ def test_cluster_grows_by_http_and_kvctl_then_loses_a_follower_and_its_leader(
     assert out.stdout == f"Removed member {victim_id} from cluster\n"
     assert victim.wait_exit(30) == 1
     assert "the member has been permanently removed from the cluster" in victim.log()
+    assert victim_id not in listed(m4)
+    victim.start()  # restarted with its data (Restart=always): it exits again
+    assert victim.wait_exit(30) == 1
     assert victim_id not in listed(m4)
 
     # 6. Remove the leader over HTTP: 204, it exits, the rest elect and keep serving.
