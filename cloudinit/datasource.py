@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -194,6 +191,9 @@ class MountedConfigDrive:
 
     def fetch(self) -> tuple[bytes, Metadata]:
         device = self.devices()[0]
+        import shutil
+        import tempfile
+
         mountpoint = tempfile.mkdtemp(prefix="flotilla-configdrive-")
         try:
             result = subprocess.run(["mount", "-o", "ro", device, mountpoint],
@@ -316,6 +316,8 @@ def first_available(sources: Sequence[Source], deadline: float, *,
 
     if not sources:
         return None
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     with ThreadPoolExecutor(max_workers=len(sources)) as pool:
         futures = [pool.submit(poll, s) for s in sources]
         pending = set(futures)

@@ -146,7 +146,10 @@ async def run(args: argparse.Namespace) -> int:
         return 1
     failure = 0
     try:
-        raw, meta = await asyncio.to_thread(source.fetch)
+        if source.name == "file":  # a local read: no worker thread needed
+            raw, meta = source.fetch()
+        else:
+            raw, meta = await asyncio.to_thread(source.fetch)
         text = unpack(raw)
     except (UserDataError, RuntimeError) as err:
         _err(f"{source.name}: {err}")
