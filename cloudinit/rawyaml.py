@@ -132,13 +132,22 @@ def _convert(node: yaml.Node, seen: dict[int, Node]) -> Node:
     return out
 
 
+# Problems noticed only after the construct that caused them: a key without ':' is seen at
+# the next token, and an unclosed quote or bracket only where the text (or the next
+# mapping) ends, often past the last line. The construct's own line is the one to fix.
+_REPORT_AT_CONTEXT = ("while scanning a simple", "while scanning a quoted scalar",
+                      "while parsing a flow sequence", "while parsing a flow mapping")
+
+
 def _problem(err: yaml.MarkedYAMLError) -> tuple[int, str]:
     mark = err.problem_mark or err.context_mark
-    if err.context_mark is not None and (err.context or "").startswith("while scanning a simple"):
-        # The scanner notices a missing ':' only at the next token; the key is the culprit.
+    context = err.context or ""
+    if err.context_mark is not None and context.startswith(_REPORT_AT_CONTEXT):
         mark = err.context_mark
     line = mark.line + 1 if mark is not None else 1
     message = (err.problem or err.context or "invalid YAML").strip()
+    if context.startswith(_REPORT_AT_CONTEXT[1:]):
+        message = f"{message} {context}"
     # PyYAML names the offending character; the original's wording did not.
     message = re.sub(r"^found character .* that cannot start any token$",
                      "found character that cannot start any token", message)
