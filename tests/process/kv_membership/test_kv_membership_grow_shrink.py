@@ -103,8 +103,11 @@ def test_cluster_grows_by_http_and_kvctl_then_loses_a_follower_and_its_leader(
     assert f"{m4_id}: name=m4 peerURLs={m4.peer_url} clientURLs={m4.url} isLeader=" \
         in listing.stdout
 
-    # 4. A joined member restarts from its data dir: same id, no second join.
+    # 4. A joined member restarts from its data dir: same id, no second join (the
+    #    flags now name no member it could ask, so a join would fail).
     m3.stop()
+    m3.argv = cluster.argv(m3, f"{m3.name}={m3.peer_url},ghost=http://127.0.0.28:9",
+                           "existing")
     m3.start()
     cluster.wait_serving(m3)
     assert m3.member_id() == new_id
