@@ -174,3 +174,79 @@ def test_config_drive_directory(tmp_path: Path) -> None:
     assert user_data == CONFIG
     assert (meta.hostname, meta.public_keys) == ("cd-host", {"k": "ssh-rsa CCCC k"})
     assert not ds.ConfigDriveSource(tmp_path / "none").available()
+
+
+EC2 = "/2009-04-04"
+CORE_PASSWD = "root:x:0:0:root:/root:/bin/bash\ncore:x:500:500:Core:/home/core:/bin/bash\n"
+
+
+def _ec2_root(tmp_path: Path) -> Path:
+    root = tmp_path / "r"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text(CORE_PASSWD)
+    (root / "home/core").mkdir(parents=True)
+    return root
+
+
+@pytest.mark.timeout(60)
+def test_ec2_metadata_keys_follow_the_user_data_keys_and_user_data_hostname_wins(
+        server: Server, tmp_path: Path) -> None:
+    server.routes.update({
+        f"{EC2}/": b"ok",
+        f"{EC2}/user-data": (b"#cloud-config\nhostname: from-user-data\n"
+                             b"ssh_authorized_keys:\n  - ssh-ed25519 AAAAuser user@x\n"
+                             b"write_files:\n  - path: /etc/addr\n"
+                             b"    content: '$public_ipv4 \\$public_ipv4'\n"),
+        f"{EC2}/meta-data/hostname": b"meta-host.internal extra",
+        f"{EC2}/meta-data/public-ipv4": b"198.51.100.7",
+        f"{EC2}/meta-data/public-keys": b"1=zeta\n0=alpha\n",
+        f"{EC2}/meta-data/public-keys/0/openssh-key": b"ssh-rsa AAAAalpha alpha\n",
+        f"{EC2}/meta-data/public-keys/1/openssh-key": b"ssh-rsa AAAAzeta zeta\n",
+    })
+    root = _ec2_root(tmp_path)
+    result = _cli(root, "--from-ec2-metadata", server.url)
+    assert result.returncode == 0, result.stderr
+    assert (root / "etc/hostname").read_text() == "from-user-data\n"
+    assert "overrides metadata hostname meta-host.internal" in result.stderr
+    keys = (root / "home/core/.ssh/authorized_keys.d/coreos-cloudinit").read_text()
+    assert keys == "ssh-ed25519 AAAAuser user@x\nssh-rsa AAAAalpha alpha\nssh-rsa AAAAzeta zeta\n"
+    # The address comes from the metadata; an escaped token stays literal.
+    assert (root / "etc/addr").read_text() == "198.51.100.7 $public_ipv4"
+    assert (root / "etc/environment").read_text() == "COREOS_PUBLIC_IPV4=198.51.100.7\n"
+
+
+@pytest.mark.timeout(60)
+def test_ec2_without_user_data_applies_the_metadata_alone(server: Server,
+                                                          tmp_path: Path) -> None:
+    server.routes.update({
+        f"{EC2}/": b"ok",
+        f"{EC2}/meta-data/hostname": b"only-meta",
+        f"{EC2}/meta-data/public-keys": b"0=k\n",
+        f"{EC2}/meta-data/public-keys/0/openssh-key": b"ssh-rsa AAAAk k\n",
+    })
+    root = _ec2_root(tmp_path)
+    result = _cli(root, "--from-ec2-metadata", server.url)
+    assert result.returncode == 0, result.stderr
+    assert (root / "etc/hostname").read_text() == "only-meta\n"
+    assert (root / "home/core/.ssh/authorized_keys.d/coreos-cloudinit").read_text() == (
+        "ssh-rsa AAAAk k\n")
+
+
+@pytest.mark.timeout(60)
+def test_ignition_user_data_is_left_alone_metadata_and_all(server: Server,
+                                                           tmp_path: Path) -> None:
+    import gzip
+
+    server.routes.update({
+        f"{EC2}/": b"ok",
+        f"{EC2}/user-data": gzip.compress(b'{"ignition": {"version": "3.4.0"}}'),
+        f"{EC2}/meta-data/hostname": b"meta-host",
+        f"{EC2}/meta-data/public-keys": b"0=k\n",
+        f"{EC2}/meta-data/public-keys/0/openssh-key": b"ssh-rsa AAAAk k\n",
+    })
+    root = _ec2_root(tmp_path)
+    before = sorted(str(p) for p in root.rglob("*"))
+    result = _cli(root, "--from-ec2-metadata", server.url)
+    assert result.returncode == 0, result.stderr
+    assert "Detected an Ignition config. Exiting..." in result.stdout
+    assert sorted(str(p) for p in root.rglob("*")) == before
