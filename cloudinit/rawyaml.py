@@ -64,14 +64,15 @@ class Node:
     entries: list[tuple[str, int, Node]] = field(default_factory=list)
 
     def get(self, key: str) -> Node | None:
-        """The value under ``key`` (already normalised) or None."""
-        for name, _line, value in self.entries:
+        """The value under ``key`` (already normalised) or None. A key given twice (also
+        as ``a-b`` and ``a_b``) means its last value, as the original's decoder did."""
+        for name, _line, value in reversed(self.entries):
             if name == key:
                 return value
         return None
 
     def key_line(self, key: str) -> int:
-        for name, line, _value in self.entries:
+        for name, line, _value in reversed(self.entries):
             if name == key:
                 return line
         return self.line

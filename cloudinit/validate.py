@@ -57,6 +57,18 @@ UNIT_NAME = re.compile(
 )
 
 
+# What useradd accepts as a name and cannot mistake for an option: no leading "-", none
+# of the characters that separate fields in /etc/passwd and /etc/group.
+USER_NAME = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}\$?$")
+# hostnamed's rule for a static hostname: dot-separated labels of letters, digits and
+# inner hyphens, 64 characters at most.
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def _valid_hostname(name: str) -> bool:
+    return len(name) <= 64 and all(_HOST_LABEL.match(label) for label in name.split("."))
+
+
 def validate_text(text: str) -> list[Entry]:
     """Validate user-data text. Scripts, Ignition configs and empty input have no entries."""
     kind = classify(text)
@@ -132,7 +144,11 @@ def _structure(node: Node, line: int, name: str, want: str, field: schema.Field,
         report.append(Entry(line, WARNING, f'incorrect type for "{name}" (want {want})'))
         return
     if want == schema.STRUCT:
+        last_line = {key: line for key, line, _value in node.entries}
         for key, line, value in node.entries:
+            if last_line[key] != line:
+                report.append(Entry(line, WARNING, f'duplicate key "{key}" (the one on line '
+                                                   f'{last_line[key]} is used)'))
             sub = field.child(key)
             if sub is None:
                 report.append(Entry(line, WARNING, f'unrecognized key "{key}"'))
@@ -169,10 +185,16 @@ def check_write_files(tree: Node, report: list[Entry]) -> None:
         path = _child(item, "path")
         if path is None:
             continue
-        directory = posixpath.dirname(posixpath.normpath(path.text)) if path.text else "."
+        directory = posixpath.dirname(_clean(path.text)) if path.text else "."
         if directory.startswith("/usr"):
             report.append(Entry(item.key_line("path"), ERROR,
                                 "file cannot be written to a read-only filesystem"))
+
+
+def _clean(path: str) -> str:
+    """Go's path.Clean, which unlike posixpath.normpath folds a leading ``//`` too."""
+    cleaned = posixpath.normpath(path)
+    return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
 
 
 def check_write_files_under_coreos(tree: Node, report: list[Entry]) -> None:
@@ -193,6 +215,24 @@ def check_safe_targets(tree: Node, report: list[Entry]) -> None:
         elif not path.text.startswith("/") or ".." in path.text.split("/"):
             report.append(Entry(path.line, ERROR,
                                 f'path "{path.text}" must be absolute and must not contain ".."'))
+        elif path.text.endswith("/"):
+            report.append(Entry(path.line, ERROR,
+                                f'path "{path.text}" names a directory, not a file'))
+    for item in _elements(_child(tree, "users")):
+        if item.kind != "map":
+            continue
+        name = item.get("name")
+        if name is not None and name.text and not USER_NAME.match(name.text):
+            report.append(Entry(name.line, ERROR, f'invalid user name "{name.text}"'))
+        home = item.get("homedir")
+        if home is not None and home.text and (not home.text.startswith("/")
+                                               or ".." in home.text.split("/")):
+            report.append(Entry(home.line, ERROR, f'homedir "{home.text}" must be absolute '
+                                                  'and must not contain ".."'))
+    hostname = _child(tree, "hostname")
+    if hostname is not None and hostname.kind not in ("null", "map", "seq") and hostname.text \
+            and not _valid_hostname(hostname.text):
+        report.append(Entry(hostname.line, ERROR, f'invalid hostname "{hostname.text}"'))
     for item in _elements(_child(tree, "coreos", "units")):
         if item.kind != "map":
             continue

@@ -157,6 +157,11 @@ BAD = {
                      "    content: x\ncoreos:\n  units:\n    - name: nope.service\n"
                      "      command: start\n"),
     "bad value": "#cloud-config\nhostname: h\ncoreos:\n  update:\n    reboot-strategy: sometimes\n",
+    "user name like an option": ("#cloud-config\nwrite_files:\n  - path: /etc/a\n"
+                                 "    content: x\nusers:\n  - name: --badname\n"),
+    "hostname hostnamed refuses": ("#cloud-config\nhostname: 'no spaces allowed'\n"
+                                   "write_files:\n  - path: /etc/a\n    content: x\n"),
+    "a directory as a file": "#cloud-config\nwrite_files:\n  - path: /etc/\n    content: x\n",
 }
 
 

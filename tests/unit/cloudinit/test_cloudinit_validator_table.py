@@ -121,7 +121,40 @@ CASES: list[tuple[str, list[str]]] = [
     (H + "coreos:\n  units:\n    - name: ../x.service\n",
      ['line 4: error: invalid unit name "../x.service"']),
     (H + "manage_etc_hosts: yes\n", ["line 2: error: invalid value yes"]),
+    (H + "write_files:\n  - path: /\n    content: x\n",
+     ['line 3: error: path "/" names a directory, not a file']),
+    (H + "write_files:\n  - path: /etc/dir/\n",
+     ['line 3: error: path "/etc/dir/" names a directory, not a file']),
+    # Go's path.Dir cleans "//usr" to "/usr"; so must we
+    (H + "write_files:\n  - path: //usr/x\n",
+     ["line 3: error: file cannot be written to a read-only filesystem"]),
+    # a user name useradd would read as options, or that cannot live in /etc/passwd
+    (H + "users:\n  - name: -rf\n", ['line 3: error: invalid user name "-rf"']),
+    (H + "users:\n  - name: 'a:b'\n", ['line 3: error: invalid user name "a:b"']),
+    (H + "users:\n  - name: 'a b'\n", ['line 3: error: invalid user name "a b"']),
+    (H + "users:\n  - name: svc.user$\n    homedir: /srv/svc\n", []),
+    (H + "users:\n  - name: bob\n    homedir: ../bob\n",
+     ['line 4: error: homedir "../bob" must be absolute and must not contain ".."']),
+    # hostnamed would refuse these in the middle of a run
+    (H + "hostname: 'bad host!'\n", ['line 2: error: invalid hostname "bad host!"']),
+    (H + "hostname: -lead\n", ['line 2: error: invalid hostname "-lead"']),
+    (H + "hostname: " + "a" * 65 + "\n", [f'line 2: error: invalid hostname "{"a" * 65}"']),
+    (H + "hostname: node-1.example.com\n", []),
+    # a key given twice (also as a-b and a_b): the last one counts, and we say so
+    (H + "hostname: a\nhostname: b\n",
+     ['line 2: warning: duplicate key "hostname" (the one on line 3 is used)']),
+    (H + "coreos:\n  update:\n    reboot-strategy: 'off'\n    reboot_strategy: reboot\n",
+     ['line 4: warning: duplicate key "reboot_strategy" (the one on line 5 is used)']),
 ]
+
+
+def test_the_last_of_a_duplicated_key_is_applied() -> None:
+    from flotilla.cloudinit.config import from_tree
+    from flotilla.cloudinit.rawyaml import load
+
+    cfg = from_tree(load(H + "hostname: a\ncoreos:\n  update:\n    reboot-strategy: 'off'\n"
+                             "    reboot_strategy: reboot\nhostname: b\n"))
+    assert (cfg.hostname, cfg.coreos.update.reboot_strategy) == ("b", "reboot")
 
 
 @pytest.mark.parametrize(("text", "expected"), CASES)
