@@ -17,7 +17,8 @@ and engine_reconcile_interval 1 s as in the system tests, then measures:
 The machines share the host's clocks, so systemd's and journald's monotonic timestamps
 compare directly with the host's ``time.monotonic()``. The killed machine is booted again and the
 cluster reset before the next run. Usage (root):
-``.venv/bin/python bench/fleet/machines.py [--backend kvd] [--starts 10] [--failovers 8]``
+``.venv/bin/python bench/fleet/machines.py [--backend kvd] [--starts 10] [--failovers 8]
+[--kill-leader]``
 """
 
 from __future__ import annotations
@@ -112,20 +113,40 @@ def measure_starts(fleet: FleetCluster, runs: int) -> list[float]:
     return took
 
 
-def measure_failover(fleet: FleetCluster, run: int) -> dict[str, float]:
-    client = fleet.by_role("db")[0]
-    name = f"failover{run}.service"
+def place_on_leader(fleet: FleetCluster, name: str) -> Machine:
+    """Starts ``name`` on the engine leader's machine (one pinned unit on every other
+    machine makes it the least loaded) and returns that machine."""
+    leader = fleet.by_id(wait_for(fleet.engine_leader, 20, "an engine leader"))
+    client = next(m for m in fleet.machines if m is not leader)
+    for i, machine in enumerate(m for m in fleet.machines if m is not leader):
+        anchor = f"anchor{i}-{name}"
+        fleet.fleetctl(client, "start", fleet.submit(client, anchor, UNIT.format(
+            name=anchor, extra=f"\n[X-Fleet]\nMachineID={machine.machine_id}\n")))
     fleet.fleetctl(client, "start", fleet.submit(client, name, UNIT.format(
-        name=name, extra="\n[X-Fleet]\nMachineMetadata=role=web\n")))
-    victim, _ = wait_for(lambda: where_active(fleet, name), 30, f"{name} active")
-    (survivor,) = [m for m in fleet.by_role("web") if m is not victim]
+        name=name, extra="")))
+    host, _ = wait_for(lambda: where_active(fleet, name), 30, f"{name} active")
+    assert host is leader, f"{name} landed on {host.name}, not the leader {leader.name}"
+    return leader
+
+
+def measure_failover(fleet: FleetCluster, run: int, kill_leader: bool) -> dict[str, float]:
+    name = f"failover{run}.service"
+    if kill_leader:
+        victim = place_on_leader(fleet, name)
+        survivors = [m for m in fleet.machines if m is not victim]
+    else:
+        client = fleet.by_role("db")[0]
+        fleet.fleetctl(client, "start", fleet.submit(client, name, UNIT.format(
+            name=name, extra="\n[X-Fleet]\nMachineMetadata=role=web\n")))
+        victim, _ = wait_for(lambda: where_active(fleet, name), 30, f"{name} active")
+        survivors = [m for m in fleet.by_role("web") if m is not victim]
     led = fleet.engine_leader() == victim.machine_id
     expires = expiry_of(fleet, victim)
     killed = time.monotonic()
     victim.kill()
     moved, active_at = wait_for(lambda: where_active(fleet, name), 60,
                                 f"{name} active again")
-    assert moved is survivor, f"{name} moved to {moved.name}, expected {survivor.name}"
+    assert moved in survivors, f"{name} moved to {moved.name}"
     reacted = wait_for(lambda: engine_reacted(fleet, name, victim), 10,
                        "the engine's unscheduling in the journal")
     row = {
@@ -146,6 +167,8 @@ def main() -> int:
     parser.add_argument("--backend", choices=("kvd", "etcd"), default="kvd")
     parser.add_argument("--starts", type=int, default=10)
     parser.add_argument("--failovers", type=int, default=8)
+    parser.add_argument("--kill-leader", action="store_true",
+                        help="kill the engine leader's machine (its unit placed there)")
     args = parser.parse_args()
     ensure_rootfs()
     with Cluster(3) as cluster:
@@ -154,12 +177,13 @@ def main() -> int:
         try:
             fleet.start()
             starts = measure_starts(fleet, args.starts) if args.starts else []
-            rows = [measure_failover(fleet, run) for run in range(args.failovers)]
+            rows = [measure_failover(fleet, run, args.kill_leader)
+                    for run in range(args.failovers)]
         finally:
             fleet.stop()
     result: dict[str, object] = {
         "backend": args.backend, "agent_ttl": AGENT_TTL,
-        "engine_reconcile_interval": RECONCILE_INTERVAL,
+        "engine_reconcile_interval": RECONCILE_INTERVAL, "kill_leader": args.kill_leader,
     }
     if starts:
         result["start_to_active_seconds"] = summary(starts) | {"runs": len(starts)}

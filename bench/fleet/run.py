@@ -10,9 +10,10 @@ units are submitted with the same writes the API makes. Reported:
 * the anchor: raw PUT rate of the same store measured in the same run, and the ratio
   of "units launched per second" to it.
 
-Usage: ``python bench/fleet/run.py [--units 1000] [--machines 100] [--store URL]``
+Usage: ``python bench/fleet/run.py [--units 1000] [--machines 100] [--store URL,...]``
 (without ``--store`` a temporary etcd with ``--enable-v2``, or with ``--kvd`` our kvd,
-is started on 127.0.0.x).
+is started on 127.0.0.x; ``--members 3`` makes it a three-member cluster, and the
+simulated machines then talk to the members in turn).
 """
 
 from __future__ import annotations
@@ -59,27 +60,37 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_etcd(workdir: Path, kvd: bool = False) -> tuple[subprocess.Popen, str]:
-    host = "127.0.0.61"
-    client, peer = free_port(host), free_port(host)
-    url, peer_url = f"http://{host}:{client}", f"http://{host}:{peer}"
-    with open(workdir / "etcd.log", "wb") as log:
-        proc = subprocess.Popen(
-            [*([sys.executable, "-m", "flotilla.daemons.kv"] if kvd else ["etcd"]),
-             "--enable-v2", "--name", "b", "--data-dir", str(workdir / "etcd"),
-             "--listen-client-urls", url, "--advertise-client-urls", url,
-             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-             "--initial-cluster", f"b={peer_url}"],
-            stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/v2/keys/", timeout=1)
-            return proc, url
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("etcd did not start")
+def start_store(workdir: Path, kvd: bool = False,
+                members: int = 1) -> tuple[list[subprocess.Popen], list[str]]:
+    """etcd (v2 on) or kvd with ``members`` members on 127.0.0.61..; returns (procs, urls)."""
+    hosts = [f"127.0.0.{61 + i}" for i in range(members)]
+    names = [f"b{i}" for i in range(members)]
+    urls = [f"http://{host}:{free_port(host)}" for host in hosts]
+    peers = [f"http://{host}:{free_port(host)}" for host in hosts]
+    initial = ",".join(f"{n}={p}" for n, p in zip(names, peers, strict=True))
+    procs = []
+    for name, url, peer in zip(names, urls, peers, strict=True):
+        with open(workdir / f"{name}.log", "wb") as log:
+            procs.append(subprocess.Popen(
+                [*([sys.executable, "-m", "flotilla.daemons.kv"] if kvd else ["etcd"]),
+                 "--enable-v2", "--name", name, "--data-dir", str(workdir / name),
+                 "--listen-client-urls", url, "--advertise-client-urls", url,
+                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                 "--initial-cluster", initial],
+                stdout=log, stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + 30
+    for url in urls:
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/v2/keys/?quorum=true", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    for proc in procs:
+                        proc.kill()
+                    raise SystemExit(f"store member {url} did not start") from None
+                time.sleep(0.1)
+    return procs, urls
 
 
 async def put_rate(url: str, count: int, concurrency: int) -> float:
@@ -116,10 +127,15 @@ async def engine_process(url: str, prefix: str, interval: float) -> None:
     await kv.close()
 
 
-async def main_async(args: argparse.Namespace, url: str, workdir: Path,
-                     store_pid: int | None) -> dict:
+def store_cpu(pids: list[int]) -> float:
+    return sum(process_cpu(pid) for pid in pids) if pids else -1.0
+
+
+async def main_async(args: argparse.Namespace, urls: list[str], workdir: Path,
+                     store_pids: list[int]) -> dict:
+    url = urls[0]
     anchor = await put_rate(url, args.anchor_puts, 32)
-    store_cpu_before = process_cpu(store_pid) if store_pid else -1.0
+    store_cpu_before = store_cpu(store_pids)
     own_cpu_before = time.process_time()
     prefix = f"/bench_fleet/{os.getpid()}/"
     engine = subprocess.Popen(
@@ -130,7 +146,8 @@ async def main_async(args: argparse.Namespace, url: str, workdir: Path,
     clients: list[KVClient] = []
     try:
         for i in range(args.machines):
-            kv = KVClient([url])
+            # Each machine talks to "its" member, as fleetd talks to its local kvd.
+            kv = KVClient([urls[i % len(urls)]])
             clients.append(kv)
             machine = MachineState(id=f"{i:04d}" + "b" * 28, public_ip=f"10.0.{i // 250}.{i % 250}")
             agent = Agent(Registry(kv, prefix), StandInSystemd(), machine,
@@ -161,7 +178,7 @@ async def main_async(args: argparse.Namespace, url: str, workdir: Path,
                 break
             await asyncio.sleep(0.02)
         elapsed = time.perf_counter() - started
-        store_cpu = process_cpu(store_pid) - store_cpu_before if store_pid else -1.0
+        store_seconds = store_cpu(store_pids) - store_cpu_before if store_pids else -1.0
         agents_cpu = time.process_time() - own_cpu_before
         per_machine = [len(a.systemd.active) for a in agents]  # type: ignore[attr-defined]
         await asyncio.sleep(0.5)  # let the last state writes land before counting
@@ -186,7 +203,8 @@ async def main_async(args: argparse.Namespace, url: str, workdir: Path,
         },
         "engine_cpu_seconds": round(engine_stats["cpu"], 3),
         "agents_and_submitter_cpu_seconds": round(agents_cpu, 3),
-        "store_cpu_seconds": round(store_cpu, 3),
+        "store_cpu_seconds": round(store_seconds, 3),
+        "store_members": len(urls),
         "engine_reconciles": engine_stats["reconciles"],
         "engine_relists": engine_stats["relists"],
         "anchor_put_per_second": round(anchor, 1),
@@ -201,7 +219,9 @@ def main() -> int:
     parser.add_argument("--machines", type=int, default=100)
     parser.add_argument("--store", default="", help="etcd v2 URL (default: start etcd)")
     parser.add_argument("--kvd", action="store_true",
-                        help="start our kvd (single member) instead of etcd")
+                        help="start our kvd instead of etcd")
+    parser.add_argument("--members", type=int, default=1,
+                        help="store members to start (agents spread over them)")
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--anchor-puts", type=int, default=2000)
     parser.add_argument("--timeout", type=float, default=120.0)
@@ -213,16 +233,16 @@ def main() -> int:
         asyncio.run(engine_process(args.store, args.prefix, args.interval))
         return 0
     workdir = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
-    etcd = None
+    procs: list[subprocess.Popen] = []
     try:
-        url = args.store
-        if not url:
-            etcd, url = start_etcd(workdir, kvd=args.kvd)
-        result = asyncio.run(main_async(args, url, workdir, etcd.pid if etcd else None))
+        urls = args.store.split(",") if args.store else []
+        if not urls:
+            procs, urls = start_store(workdir, kvd=args.kvd, members=args.members)
+        result = asyncio.run(main_async(args, urls, workdir, [p.pid for p in procs]))
     finally:
-        if etcd is not None:
-            etcd.kill()
-            etcd.wait()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
         shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(result, indent=2))
     return 0 if result["launched"] >= args.units else 1

@@ -273,7 +273,21 @@ class Agent:
             self.current[task.unit] = LocalUnit(self.current[task.unit].unit_hash, "loaded")
             await self._clear_job_state(task.unit)
 
+    def _file_from_assignment(self, unit: str, unit_hash: str) -> None:
+        """The engine sends the unit file along with the assignment; cache it if intact."""
+        node = self.mirror.nodes.get(self.keys.assignments(self.machine.id, unit))
+        if node is None:
+            return
+        try:
+            raw = json.loads(node.value or "{}").get("Raw")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(raw, str):
+            self.registry.remember_unit_file(unit_hash, raw)
+
     async def _load(self, unit: str, unit_hash: str) -> None:
+        if unit_hash not in self.registry._unit_cache:
+            self._file_from_assignment(unit, unit_hash)
         options = await self.registry.unit_options(unit_hash)
         if options is None:
             raise LookupError(f"unit file {unit_hash} missing from the store")

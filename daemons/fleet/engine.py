@@ -291,10 +291,7 @@ class Engine:
                 self._hash_of_object[raw] = unit_hash
             hashes[name] = unit_hash
         self._referenced = set(hashes.values())
-        missing = {h for h in hashes.values() if h not in self.registry._unit_cache}
-        if missing:
-            await self.registry.gather_limited(
-                [self.registry.unit_options(h) for h in sorted(missing)])
+        await self.registry.prefetch_unit_files(set(hashes.values()))
         jobs: dict[str, Job] = {}
         schedule: dict[str, str] = {}
         for name, unit_hash in hashes.items():
@@ -391,7 +388,7 @@ class Engine:
             for unit, assignment in units.items():
                 if have.get(unit) != assignment:
                     writes.append(self.kv.set(self.keys.assignments(machine, unit),
-                                              json.dumps(assignment.to_json())))
+                                              self._assignment_json(assignment)))
                     updates.append((machine, unit, assignment))
             for unit in have:
                 if unit not in units:
@@ -415,6 +412,14 @@ class Engine:
                 self.assigned.get(machine, {}).pop(unit, None)
             else:
                 self.assigned.setdefault(machine, {})[unit] = assignment
+
+    def _assignment_json(self, assignment: Assignment) -> str:
+        """The assignment with its unit file inside, so the agent needs no second read."""
+        payload = assignment.to_json()
+        options = self.registry._unit_cache.get(assignment.unit_hash)
+        if options is not None:
+            payload["Raw"] = model.serialize_options(options)
+        return json.dumps(payload)
 
     async def _delete_quietly(self, key: str, recursive: bool = False) -> None:
         with contextlib.suppress(KeyNotFound):

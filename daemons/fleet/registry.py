@@ -35,6 +35,7 @@ from . import model
 from .model import UnitOption
 
 DEFAULT_PREFIX = "/_coreos.com/fleet/"
+BULK_READ_THRESHOLD = 8  # more missing unit files than this: read the directory once
 ENGINE_VERSION = 1
 
 
@@ -213,6 +214,33 @@ class Registry:
         self._unit_cache[unit_hash] = options
         return options
 
+    async def prefetch_unit_files(self, hashes: set[str]) -> None:
+        """Caches the files of ``hashes``: one read of the whole ``unit/`` directory when
+        many are missing (a burst of submissions), one read per file otherwise."""
+        missing = hashes - set(self._unit_cache)
+        if len(missing) <= BULK_READ_THRESHOLD:
+            await self.gather_limited([self.unit_options(h) for h in sorted(missing)])
+            return
+        for node in await _get_tree(self.kv, f"{self.keys.prefix}/unit"):
+            unit_hash = node.key.rsplit("/", 1)[-1]
+            if unit_hash in missing:
+                try:
+                    raw = json.loads(node.value or "{}").get("Raw", "")
+                    self._unit_cache[unit_hash] = model.parse_unit_file(raw)
+                except (ValueError, AttributeError, model.UnitError):
+                    continue  # a damaged file: the job using it stays unschedulable
+
+    def remember_unit_file(self, unit_hash: str, raw: str) -> bool:
+        """Caches a unit file that came with an assignment, if it really has that hash."""
+        try:
+            options = model.parse_unit_file(raw)
+        except model.UnitError:
+            return False
+        if model.unit_hash(options) != unit_hash:
+            return False
+        self._unit_cache[unit_hash] = options
+        return True
+
     async def store_unit_file(self, options: Sequence[UnitOption]) -> str:
         unit_hash = model.unit_hash(options)
         raw = json.dumps({"Raw": model.serialize_options(options)})
@@ -271,12 +299,8 @@ class Registry:
             ints_to_hash(json.loads(f["object"]).get("UnitHash"))
             for f in jobs.values() if "object" in f
         } - set(self._unit_cache)
-        if len(missing) > 8:
-            for node in await _get_tree(self.kv, f"{self.keys.prefix}/unit"):
-                unit_hash = node.key.rsplit("/", 1)[-1]
-                if unit_hash in missing:
-                    raw = json.loads(node.value or "{}").get("Raw", "")
-                    self._unit_cache[unit_hash] = model.parse_unit_file(raw)
+        if len(missing) > BULK_READ_THRESHOLD:
+            await self.prefetch_unit_files(missing)
         records = []
         for name in sorted(jobs):
             fields = jobs[name]
