@@ -17,7 +17,6 @@ The shell (``execute``) gathers the snapshot and applies the changing steps.
 
 from __future__ import annotations
 
-import decimal
 import posixpath
 import shlex
 from collections.abc import Mapping
@@ -197,6 +196,8 @@ def go_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
+        import decimal  # only floats need it, and few configs have one
+
         digits = decimal.Decimal(repr(value)).normalize().as_tuple()
         exp10 = len(digits.digits) + int(digits.exponent) - 1
         if exp10 < -4 or exp10 >= 6:

@@ -7,7 +7,6 @@ order the generated ``Environment=`` lines follow).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 STRING, BOOL, INT, FLOAT = "string", "bool", "int", "float64"
@@ -19,7 +18,7 @@ class Field:
     name: str
     kind: str
     env: str = ""
-    valid: re.Pattern[str] | None = None
+    valid: str = ""  # a regular expression; compiled by ``re`` on first use only
     deprecated: str = ""
     children: tuple[Field, ...] = ()
 
@@ -41,7 +40,7 @@ def _env_fields(prefix: str, spec: str, renames: dict[str, str] | None = None,
         name, kind = item.split(":")
         out.append(Field(
             name, kinds[kind], env=renames.get(name, prefix + name.upper()),
-            valid=re.compile(valid[name]) if name in valid else None,
+            valid=valid.get(name, ""),
             deprecated=deprecated.get(name, ""),
         ))
     return tuple(out)
@@ -109,7 +108,7 @@ LOCKSMITH = _env_fields("LOCKSMITHD_", """
 
 UPDATE = (
     Field("reboot_strategy", STRING, env="REBOOT_STRATEGY",
-          valid=re.compile(r"^(etcd-lock|reboot|off)$")),
+          valid=r"^(etcd-lock|reboot|off)$"),
     Field("group", STRING, env="GROUP"),
     Field("server", STRING, env="SERVER"),
 )
@@ -136,12 +135,12 @@ USER = (
 )
 
 FILE = (
-    Field("encoding", STRING, valid=re.compile(
+    Field("encoding", STRING, valid=(
         r"^(base64|b64|gz|gzip|gz\+base64|gzip\+base64|gz\+b64|gzip\+b64)$")),
     Field("content", STRING),
     Field("owner", STRING),
     Field("path", STRING),
-    Field("permissions", STRING, valid=re.compile(r"^0?[0-7]{3,4}$")),
+    Field("permissions", STRING, valid=r"^0?[0-7]{3,4}$"),
 )
 
 UNIT_COMMANDS = ("start", "stop", "restart", "reload", "try-restart", "reload-or-restart",
@@ -152,7 +151,7 @@ UNIT = (
     Field("enable", BOOL),
     Field("runtime", BOOL),
     Field("content", STRING),
-    Field("command", STRING, valid=re.compile(
+    Field("command", STRING, valid=(
         r"^(start|stop|restart|reload|try-restart|reload-or-restart|reload-or-try-restart)$")),
     Field("drop_ins", STRUCTS, children=(Field("name", STRING), Field("content", STRING))),
 )

@@ -167,8 +167,8 @@ def check_validity(tree: Node, report: list[Entry]) -> None:
 
 def _validity(node: Node, line: int, field: schema.Field, want: str,
               report: list[Entry]) -> None:
-    if (node.kind in ("str", "int", "float", "bool") and field.valid is not None and node.text
-            and not field.valid.search(node.text)):
+    if (node.kind in ("str", "int", "float", "bool") and field.valid and node.text
+            and not re.search(field.valid, node.text)):
         report.append(Entry(line, ERROR, f"invalid value {node.text}"))
     if want == schema.STRUCT and node.kind == "map":
         for key, key_line, value in node.entries:
