@@ -49,13 +49,14 @@ IGNORED_FLAGS = {
     "enable-v2", "heartbeat-interval", "election-timeout",
     "max-snapshots", "max-wals", "quota-backend-bytes", "auto-compaction-retention",
     "auto-compaction-mode", "logger", "log-outputs", "log-level", "debug",
-    "enable-pprof", "metrics", "strict-reconfig-check", "discovery-fallback",
+    "enable-pprof", "metrics", "discovery-fallback",
     "discovery-proxy", "discovery-srv", "proxy", "cors", "experimental-enable-v2v3",
     "listen-metrics-urls", "max-request-bytes", "grpc-keepalive-min-time",
     "force-new-cluster", "pre-vote", "initial-election-tick-advance",
 }
 
-BOOL_FLAGS = {"version", "no-fsync", "client-cert-auth", "peer-client-cert-auth"}
+BOOL_FLAGS = {"version", "no-fsync", "client-cert-auth", "peer-client-cert-auth",
+              "strict-reconfig-check"}
 
 
 class ConfigError(ValueError):
@@ -142,6 +143,7 @@ class Config:
     fsync: bool = True
     version: bool = False
     snapshot_count: int = 10000  # applied Raft entries between snapshots (clusters only)
+    strict_reconfig_check: bool = True  # refuse member changes that endanger quorum
     client_tls: ClientTLS | None = None
     peer_tls: PeerTLS | None = None
     dbus: str = "auto"  # --dbus: system, none or auto
@@ -283,6 +285,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
         history_bytes=history_bytes,
         fsync=not boolean("no-fsync", False),
         snapshot_count=snapshot_count,
+        strict_reconfig_check=boolean("strict-reconfig-check", True),
         client_tls=_client_tls(listen_client, value, boolean),
         peer_tls=_peer_tls(listen_peer + advertise_peer, value, boolean),
         dbus=dbus,

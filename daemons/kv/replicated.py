@@ -25,20 +25,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import ssl
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import msgpack
-from flotilla.daemons.kv.config import Config, ConfigError, PeerTLS, member_id
+from flotilla.daemons.kv.config import VALUE_FLAGS, Config, ConfigError, PeerTLS, member_id
 from flotilla.daemons.kv.errors import RAFT_INTERNAL, EtcdError
 from flotilla.daemons.kv.membership import (
+    MEMBER_FILE,
     MEMBERS_QUERY,
     Identity,
     MemberError,
@@ -50,6 +52,12 @@ from flotilla.daemons.kv.membership import (
     save_identity,
     static_identity,
 )
+from flotilla.daemons.kv.migrate import (
+    has_single_node_data,
+    migrate_single_node,
+    remove_stale_files,
+)
+from flotilla.daemons.kv.reconfig import ReconfigRefused, check_add, check_remove
 from flotilla.daemons.kv.store import DEFAULT_HISTORY_BYTES, Event, Store
 from flotilla.daemons.raft import tls
 from flotilla.daemons.raft.messages import NONE, ConfChangeType, NotLeader, ProposalDropped, Role
@@ -233,17 +241,22 @@ class RaftProposer:
     #: seconds a removed member keeps running, so its last answers reach their clients
     REMOVAL_GRACE = 1.0
 
+    #: seconds a peer has to answer the strict reconfiguration check's probe
+    PROBE_TIMEOUT = 1.0
+
     def __init__(self, shell_config: ShellConfig, attrs: MemberAttrs, identity: Identity,
-                 history_bytes: int = DEFAULT_HISTORY_BYTES) -> None:
+                 history_bytes: int = DEFAULT_HISTORY_BYTES,
+                 strict_reconfig_check: bool = True) -> None:
         self.node_id = shell_config.node_id
+        self.strict_reconfig_check = strict_reconfig_check
         self.own_attrs = attrs
         self.identity = identity
         self.cluster_id = identity.cluster_id
         self.machine = KvStateMachine(history_bytes, peers=identity.peers)
         self.machine.on_peers = self._sync_addresses
-        self.shell = RaftShell(shell_config, self.machine)
-        self.shell.on_removed = self._on_removed
-        self.shell.on_query = self._answer_query
+        self.shell = self._new_shell(shell_config)
+        #: a lone member on the default peer URL may take another port if it is taken
+        self.any_peer_port = False
         self._tasks: list[asyncio.Task[None]] = []
         self.published = asyncio.Event()
         #: set once this member knows it was removed from the cluster
@@ -259,8 +272,25 @@ class RaftProposer:
     def peer_urls(self) -> dict[int, list[str]]:
         return self.machine.peers
 
+    def _new_shell(self, shell_config: ShellConfig) -> RaftShell:
+        shell = RaftShell(shell_config, self.machine)
+        shell.on_removed = self._on_removed
+        shell.on_query = self._answer_query
+        return shell
+
     async def start(self) -> None:
-        await self.shell.start()
+        try:
+            await self.shell.start()
+        except OSError as err:
+            if not self.any_peer_port or err.errno != errno.EADDRINUSE:
+                raise
+            await self.shell.stop()
+            host, port = self.shell.cfg.listen
+            print(f"kvd {self.own_attrs.name}: the default peer address {host}:{port} is "
+                  "taken; serving alone on another port (set --listen-peer-urls to add "
+                  "members)", file=sys.stderr, flush=True)
+            self.shell = self._new_shell(replace(self.shell.cfg, listen=(host, 0)))
+            await self.shell.start()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._publish()),
                        loop.create_task(self._watch_for_removal())]
@@ -374,6 +404,10 @@ class RaftProposer:
             raise MemberError(409, "membership: ID exists")
         if member in self.machine.removed:
             raise MemberError(500, "Internal Server Error")
+        if self.strict_reconfig_check:
+            voters = set(known)
+            await self._strict_check("add", member, lambda connected: check_add(
+                voters, set(self.machine.attrs), connected))
         try:
             await self.shell.add_member(member, peer_address(peer_urls[0]),
                                         app=_pack({"peerURLs": list(peer_urls)}),
@@ -384,12 +418,49 @@ class RaftProposer:
         return member
 
     async def remove_member(self, member: int) -> None:
-        if member not in self._known():
+        known = self._known()
+        if member not in known:
             raise self._absent(member)
+        if self.strict_reconfig_check:
+            voters = set(known)
+            await self._strict_check("remove", member, lambda connected: check_remove(
+                voters, set(self.machine.attrs), connected, member))
         try:
             await self.shell.remove_member(member, forward=True)
         except (ProposalTimeout, ProposalDropped, NotLeader, ValueError) as err:
             log.warning("removing member %x: %r", member, err)
+            raise MemberError(500, "Internal Server Error") from None
+
+    async def connected_members(self) -> set[int]:
+        """This member and every other member that answers a peer query right now.
+
+        etcd counts a member as connected when its peer stream is up; a member that
+        answers over the peer port within `PROBE_TIMEOUT` is as good a witness here
+        (a stopped or frozen process does not answer).
+        """
+        async def answers(member: int, address: tuple[str, int]) -> int | None:
+            try:
+                await query_peer(address, self.shell.cfg.cluster, MEMBERS_QUERY,
+                                 ssl_context=self.shell.cfg.client_ssl,
+                                 timeout=self.PROBE_TIMEOUT)
+            except QueryError:
+                return None
+            return member
+
+        others = [(m, peer_address(urls[0])) for m, urls in self.machine.peers.items()
+                  if m != self.node_id and urls]
+        found = await asyncio.gather(*(answers(m, a) for m, a in others))
+        return {self.node_id} | {m for m in found if m is not None}
+
+    async def _strict_check(self, change: str, member: int,
+                            check: Callable[[set[int]], None]) -> None:
+        """Run a strict reconfiguration rule; a refusal is etcd's 500, reason logged."""
+        connected = await self.connected_members()
+        try:
+            check(connected)
+        except ReconfigRefused as err:
+            print(f"kvd {self.own_attrs.name}: rejecting member {change} {member:x}: {err} "
+                  "(--strict-reconfig-check)", file=sys.stderr, flush=True)
             raise MemberError(500, "Internal Server Error") from None
 
     async def update_member(self, member: int, peer_urls: list[str]) -> None:
@@ -483,7 +554,7 @@ def _address(flag: str, url: str) -> tuple[str, int]:
 
 
 def is_clustered(config: Config) -> bool:
-    """Raft for a static ``--initial-cluster`` of several members, or to join one."""
+    """Several members from the start, or joining: the data dir cannot be a lone one's."""
     return len(config.initial_cluster) > 1 or config.initial_cluster_state == "existing"
 
 
@@ -535,6 +606,7 @@ async def resolve_identity(config: Config, client_ssl: ssl.SSLContext | None) ->
     A failed join raises ConfigError before anything is written to ``--data-dir``.
     """
     data_dir = Path(config.data_dir)
+    convert_single_node_data(config)
     saved = load_identity(data_dir)
     if saved is not None:
         return saved
@@ -544,6 +616,35 @@ async def resolve_identity(config: Config, client_ssl: ssl.SSLContext | None) ->
         identity = static_identity(config)
     save_identity(data_dir, identity)
     return identity
+
+
+def convert_single_node_data(config: Config) -> None:
+    """Move a data dir of the old single-node format into Raft's (once, atomically).
+
+    Only a lone member may take such a directory over: its store would otherwise
+    disagree with the other members' from the first entry on.
+    """
+    data_dir = Path(config.data_dir)
+    remove_stale_files(data_dir)
+    if not has_single_node_data(data_dir):
+        return
+    if is_clustered(config) or (data_dir / MEMBER_FILE).exists():
+        raise ConfigError(
+            f"--data-dir {data_dir}: holds a single-node kvd's data, which only a lone "
+            "member (one --initial-cluster entry, --initial-cluster-state new) can take "
+            "over; start it alone first, then add members")
+    identity = static_identity(config)
+    peers = {identity.member_id: sorted(config.initial_advertise_peer_urls)}
+
+    def snapshot_of(store: Store) -> bytes:
+        machine = KvStateMachine(config.history_bytes, peers=peers)
+        machine.store = store
+        return machine.snapshot()
+
+    index = migrate_single_node(data_dir, RAFT_DIR, identity.member_id, snapshot_of,
+                                config.history_bytes)
+    print(f"kvd {config.name}: converted {data_dir} from the single-node format to a "
+          f"one-member Raft cluster at index {index}", file=sys.stderr, flush=True)
 
 
 def raft_proposer_from_config(config: Config, identity: Identity | None = None
@@ -562,12 +663,19 @@ def raft_proposer_from_config(config: Config, identity: Identity | None = None
         cluster=config.initial_cluster_token,
         join=identity.joined,
         snapshot_every=config.snapshot_count,
+        campaign_at_start=True,
         fsync=config.fsync,
         server_ssl=server_ssl,
         client_ssl=client_ssl,
     )
     attrs = MemberAttrs(config.name, list(config.advertise_client_urls))
-    return RaftProposer(shell_config, attrs, identity, config.history_bytes)
+    proposer = RaftProposer(shell_config, attrs, identity, config.history_bytes,
+                            config.strict_reconfig_check)
+    # A lone kvd started without peer flags used to need no peer port, and several
+    # often share a host (one per loopback address, all defaulting to 127.0.0.1:2380).
+    proposer.any_peer_port = (not is_clustered(config) and config.listen_peer_urls
+                              == [VALUE_FLAGS["listen-peer-urls"]])
+    return proposer
 
 
 async def raft_member(config: Config, info: Any) -> RaftProposer:

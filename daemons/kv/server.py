@@ -1,4 +1,4 @@
-"""The ``kvd`` daemon: configuration, durable single-node proposer, HTTP API, TTL expiry.
+"""The ``kvd`` daemon: configuration, the Raft member (alone or in a cluster), HTTP API, TTL expiry.
 
 The shell owns every clock and socket; the store stays pure. Expiry works the way a
 replicated store needs it to: this node, as leader, looks at the store's next expiry time
@@ -15,7 +15,6 @@ import ssl
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -30,12 +29,11 @@ from flotilla.daemons.kv.http import (
     ServerInfo,
     make_server,
 )
-from flotilla.daemons.kv.proposer import LocalProposer, Proposer
+from flotilla.daemons.kv.proposer import Proposer
 from flotilla.daemons.kv.replicated import (
     MemberRemoved,
     RaftProposer,
     check_cluster_config,
-    is_clustered,
     raft_member,
 )
 from flotilla.daemons.service import notify
@@ -97,15 +95,11 @@ def follow_raft_membership(info: ServerInfo, proposer: RaftProposer) -> None:
 
 async def serve(config: Config, stop: asyncio.Event) -> None:
     info = server_info(config)
-    proposer: LocalProposer | RaftProposer
-    if is_clustered(config):
-        proposer = await raft_member(config, info)  # may ask peers who it is (joining)
-        follow_raft_membership(info, proposer)
-        proposer.on_removed = stop.set
-        await proposer.start()
-    else:
-        proposer = LocalProposer(Path(config.data_dir), config.history_bytes, config.fsync)
-        proposer.start()
+    # A lone member is a one-voter Raft cluster, so it can grow with ``member add``.
+    proposer = await raft_member(config, info)  # may ask peers who it is (joining)
+    follow_raft_membership(info, proposer)
+    proposer.on_removed = stop.set
+    await proposer.start()
     api = KeysApi(proposer, info)
     runner = web.ServerRunner(make_server(api))
     await runner.setup()
@@ -131,15 +125,14 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
         await bus_service.close()
     await runner.cleanup()
     await proposer.close()
-    if isinstance(proposer, RaftProposer) and proposer.removed.is_set():
+    if proposer.removed.is_set():
         raise MemberRemoved
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = parse_config(sys.argv[1:] if argv is None else argv)
-        if is_clustered(config):
-            check_cluster_config(config)
+        check_cluster_config(config)
         if config.client_tls is not None:
             client_ssl_context(config.client_tls)  # bad or weak certificates fail here
     except ConfigError as err:
@@ -152,8 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.discovery:
         try:
             config = discovered_config(config)  # waits until the whole cluster registered
-            if is_clustered(config):
-                check_cluster_config(config)
+            check_cluster_config(config)
         except (DiscoveryError, ConfigError) as err:
             print(f"kvd: {err}", file=sys.stderr)
             if isinstance(err, DiscoveryError):

@@ -108,6 +108,9 @@ class ShellConfig:
     server_ssl: ssl.SSLContext | None = None
     client_ssl: ssl.SSLContext | None = None
     seed: int | None = None
+    #: a member that is the only voter elects itself at once instead of after an
+    #: election timeout (nobody else could vote, so waiting only delays serving)
+    campaign_at_start: bool = False
 
 
 @dataclass(slots=True)
@@ -189,6 +192,8 @@ class RaftShell:
             config=Config(election_tick=cfg.election_tick, heartbeat_tick=cfg.heartbeat_tick),
             rng=self._rng,
         )
+        if cfg.campaign_at_start and self.core.voters == {cfg.node_id}:
+            self.core.campaign()
         self.transport = PeerTransport(
             node_id=cfg.node_id,
             cluster=cfg.cluster,
