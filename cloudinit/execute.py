@@ -115,35 +115,63 @@ async def observe(actions: list[plan.Action], host: Host) -> plan.Observed:
 # /etc/hostname), so the staged files are committed before one of them runs. useradd reads
 # none of the files a config writes (those come after the users in the original's order),
 # so staging continues across it.
-_NEEDS_FILES = (plan.SetHostname, plan.EnableUnit, plan.DaemonReload, plan.UnitCommand)
+_NEEDS_FILES = (plan.SetHostname, plan.DaemonReload, plan.UnitCommand)
 
 
 async def apply(steps: list[plan.Step], host: Host,
                 report: Callable[[str], None] = lambda line: None) -> int:
     """Apply the changing steps in order; returns how many changed. Stops at the first
     failure with ApplyError naming the step; the files of the steps before it are still
-    put in place, so the machine matches the steps reported as done."""
+    put in place, so the machine matches the steps reported as done.
+
+    Enabling a unit only reads unit files, so the enables of a run wait until the next
+    daemon-reload or unit command and then run together, in order, after one commit of
+    every unit file staged so far; enables interleaved with unit writes would otherwise
+    cost a filesystem sync each. Each is reported when it runs."""
     changed = 0
+    enables: list[plan.Step] = []
     try:
         for step in steps:
-            report(step.describe())
             if not step.change:
+                report(step.describe())
+                continue
+            if isinstance(step.action, plan.EnableUnit):
+                enables.append(step)
                 continue
             if isinstance(step.action, _NEEDS_FILES):
-                _commit(host)
-            try:
-                await _apply_one(step, host)
-            except ApplyError:
-                raise
-            except Exception as err:  # every failure is reported against its step
-                raise ApplyError(f"{step.action.describe()}: {err}") from err
+                changed += await _run_enables(enables, host, report)
+            report(step.describe())
+            await _apply_step(step, host)
             changed += 1
+        changed += await _run_enables(enables, host, report)
     except BaseException:
         with contextlib.suppress(ApplyError):
             _commit(host)
         raise
     _commit(host)
     return changed
+
+
+async def _apply_step(step: plan.Step, host: Host) -> None:
+    try:
+        await _apply_one(step, host)
+    except ApplyError:
+        raise
+    except Exception as err:  # every failure is reported against its step
+        raise ApplyError(f"{step.action.describe()}: {err}") from err
+
+
+async def _run_enables(enables: list[plan.Step], host: Host,
+                       report: Callable[[str], None]) -> int:
+    """Commit the staged files, then run the queued enables in order; empties the queue."""
+    _commit(host)
+    done = 0
+    while enables:
+        step = enables.pop(0)
+        report(step.describe())
+        await _apply_step(step, host)
+        done += 1
+    return done
 
 
 def _commit(host: Host) -> None:

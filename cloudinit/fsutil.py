@@ -109,6 +109,7 @@ class StagedWrites:
         self.dirty_dirs: set[Path] = set()
         self.removed: list[Path] = []
         self.syncs = 0
+        self.commits = 0  # commits that had something to do
         self.commit_seconds = 0.0  # time spent in commit: mostly waiting for the disk
 
     def __len__(self) -> int:
@@ -179,6 +180,7 @@ class StagedWrites:
         if not self.staged and not self.removed and not self.dirty_dirs:
             return
         started = time.perf_counter()
+        self.commits += 1
         try:
             self._commit()
         finally:

@@ -88,7 +88,7 @@ def fresh_accounts(machine, round_no: int) -> None:  # type: ignore[no-untyped-d
                  f"round{round_no}; true"], timeout=120)
 
 
-def profile_first_apply(machine, cmd: list[str], top: int) -> str:  # type: ignore[no-untyped-def]
+def profile_first_apply(machine, cmd: list[str], top: int, sort: str = "cumulative") -> str:  # type: ignore[no-untyped-def]
     """cProfile (the machine's own Python has no py-spy) of one cold first apply."""
     fresh_accounts(machine, 99)
     argv = [*cmd[:2], "python3", "-m", "cProfile", "-o", "/tmp/bench.prof",
@@ -96,7 +96,7 @@ def profile_first_apply(machine, cmd: list[str], top: int) -> str:  # type: igno
     machine.run(argv, timeout=120)
     stats = machine.path("/tmp/bench.prof")
     out = io.StringIO()
-    pstats.Stats(str(stats), stream=out).sort_stats("cumulative").print_stats(top)
+    pstats.Stats(str(stats), stream=out).sort_stats(sort).print_stats(top)
     return out.getvalue()
 
 

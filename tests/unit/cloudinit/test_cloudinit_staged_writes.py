@@ -176,10 +176,8 @@ def test_unit_files_are_in_place_before_systemd_is_asked(tmp_path: Path) -> None
     systemd = CheckingSystemd(tmp_path)
     host = Host(tmp_path, systemd, systemd)
     assert _apply(UNITS, host) == 6
-    unit_a = ["a.service", "a.service.d/10-x.conf"]
-    everything = [*unit_a, "m.service"]
-    # The mask of m.service comes after the enable of a.service in the config's order.
-    assert systemd.seen == [("enable a.service", unit_a), ("daemon-reload", everything),
+    everything = ["a.service", "a.service.d/10-x.conf", "m.service"]
+    assert systemd.seen == [("enable a.service", everything), ("daemon-reload", everything),
                             ("start a.service", everything)]
     assert host.writes.commit_seconds > 0
     assert _temps(tmp_path) == []
@@ -210,3 +208,24 @@ def test_write_failure_is_an_apply_error_naming_the_file(tmp_path: Path) -> None
     # The step before the failure is reported done, and its file is in place.
     assert (tmp_path / "etc/ok").read_text() == "ok"
     assert _temps(tmp_path) == []
+
+
+def test_enables_between_unit_writes_share_one_commit(tmp_path: Path) -> None:
+    units = "".join(f"    - name: u{i}.service\n      content: x{i}\n      enable: true\n"
+                    for i in range(5))
+    systemd = CheckingSystemd(tmp_path)
+    host = Host(tmp_path, systemd, systemd)
+    lines: list[str] = []
+
+    async def run() -> int:
+        actions = plan.desired_actions(from_tree(load("coreos:\n  units:\n" + units)), {})
+        return await apply(plan.reconcile(actions, await observe(actions, host)), host,
+                           lines.append)
+
+    assert asyncio.run(run()) == 11
+    assert host.writes.commits == 1
+    every_unit = [f"u{i}.service" for i in range(5)]
+    assert [seen for _call, seen in systemd.seen] == [every_unit] * 6
+    # Enables are reported when they run: after the unit files, before the reload.
+    assert [line.split()[1] for line in lines] == ["write"] * 5 + ["enable"] * 5 + [
+        "daemon-reload"]
