@@ -1,0 +1,118 @@
+"""The checker on generated histories: simulations must pass, their mutations must fail,
+and on tiny histories its verdict must equal an exhaustive search."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.lincheck import CAS, DELETE, GET, PUT, Operation, check_history
+
+from .lincheck_sim import brute_force, future_read, phantom_read, simulate, stale_read
+
+SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=SEEDS, unknown=st.sampled_from([0.0, 0.1, 0.3]))
+def test_simulated_histories_are_linearizable(seed: int, unknown: float) -> None:
+    history = simulate(random.Random(seed), clients=5, ops=150, keys=3, unknown=unknown)
+    verdict = check_history(history)
+    assert verdict.linearizable is True, verdict.explain()
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=SEEDS, unknown=st.sampled_from([0.0, 0.2]))
+def test_a_phantom_read_is_rejected(seed: int, unknown: float) -> None:
+    rng = random.Random(seed)
+    history = phantom_read(rng, simulate(rng, ops=120, unknown=unknown))
+    verdict = check_history(history)
+    assert verdict.linearizable is False
+    assert any(op.kind == GET and op.output == "never-written" for op in verdict.witness)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=SEEDS, unknown=st.sampled_from([0.0, 0.2]))
+def test_a_stale_read_is_rejected(seed: int, unknown: float) -> None:
+    rng = random.Random(seed)
+    original = simulate(rng, ops=120, keys=2, unknown=unknown)
+    history = stale_read(rng, original)
+    assert history is not None, "no write pair followed by a read to mutate"
+    verdict = check_history(history)
+    assert verdict.linearizable is False, "mutation accepted"
+    (mutated,) = (new for old, new in zip(original, history, strict=True) if old != new)
+    assert mutated in verdict.witness, verdict.explain()
+    assert check_history(verdict.witness, shrink=False).linearizable is False
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=SEEDS)
+def test_a_read_from_the_future_is_rejected(seed: int) -> None:
+    rng = random.Random(seed)
+    history = future_read(rng, simulate(rng, ops=120, keys=2, unknown=0.1))
+    assert history is not None
+    assert check_history(history).linearizable is False
+
+
+def tiny_history() -> st.SearchStrategy[list[Operation]]:
+    values = st.sampled_from(["a", "b"])
+    maybe = st.one_of(st.none(), values)
+
+    @st.composite
+    def one(draw: st.DrawFn, client: int) -> Operation:
+        kind = draw(st.sampled_from([GET, PUT, CAS, DELETE]))
+        call = draw(st.integers(0, 8))
+        ret = None if kind != GET and draw(st.integers(0, 4)) == 0 else \
+            call + draw(st.integers(0, 4))
+        if kind == GET:
+            return Operation(client, kind, "k", None, call, ret, draw(maybe))
+        if kind == PUT:
+            return Operation(client, kind, "k", draw(values), call, ret)
+        arg = (draw(maybe), draw(values)) if kind == CAS else None
+        return Operation(client, kind, "k", arg, call, ret, draw(st.booleans()))
+
+    return st.lists(st.integers(0, 3), min_size=1, max_size=6).flatmap(
+        lambda clients: st.tuples(*(one(c) for c in clients)).map(list))
+
+
+@settings(max_examples=300, deadline=None)
+@given(history=tiny_history())
+def test_verdict_equals_exhaustive_search_on_tiny_histories(history: list[Operation]) -> None:
+    assert check_history(history, shrink=False).linearizable is brute_force(history)
+
+
+@settings(max_examples=100, deadline=None)
+@given(history=tiny_history())
+def test_witness_is_itself_rejected(history: list[Operation]) -> None:
+    verdict = check_history(history)
+    if verdict.linearizable is False:
+        assert verdict.witness
+        assert check_history(verdict.witness, shrink=False).linearizable is False
+
+
+def test_thousands_of_operations_check_in_seconds() -> None:
+    rng = random.Random(7)
+    history = simulate(rng, clients=6, ops=6000, keys=8, unknown=0.05)
+    started = time.monotonic()
+    verdict = check_history(history)
+    elapsed = time.monotonic() - started
+    assert verdict.linearizable is True, verdict.explain()
+    assert elapsed < 10.0, f"{len(history)} operations took {elapsed:.1f}s"
+
+
+def test_a_stale_read_in_thousands_of_operations_is_found_and_explained() -> None:
+    # Rejecting means exhausting the search, which grows with the number of timed-out
+    # writes pending at once; a few per key is what fault tests produce.
+    rng = random.Random(11)
+    history = simulate(rng, clients=6, ops=4000, keys=8, unknown=0.01)
+    bad = stale_read(rng, history)
+    assert bad is not None
+    started = time.monotonic()
+    verdict = check_history(bad)
+    assert verdict.linearizable is False
+    assert time.monotonic() - started < 20.0
+    assert len(verdict.witness) < len([op for op in history if op.key == verdict.key])
+    assert check_history(verdict.witness, shrink=False).linearizable is False
