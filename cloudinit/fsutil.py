@@ -8,7 +8,9 @@ file; a cloud-config with 40 files then spends most of its time waiting on the d
 
 1. write every file to its temp name (nothing visible yet);
 2. make all temp files durable at once: one ``syncfs(2)`` per filesystem touched, or an
-   ``fsync`` per temp file where ``syncfs`` is not available;
+   ``fsync`` per temp file where ``syncfs`` is not available. syncfs also writes out
+   whatever other programs left dirty on that filesystem; at boot, where this runs, that
+   is little, and one journal commit for everything beats one per file;
 3. rename each temp file into place, in the order they were staged, then ``fsync`` each
    directory that changed, so the renames themselves survive a crash.
 
@@ -19,6 +21,7 @@ files are left behind; the next run writes the files again because they still di
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from pathlib import Path
@@ -45,6 +48,7 @@ def ensure_parent(path: Path) -> list[Path]:
     return missing[::-1]
 
 
+@functools.cache
 def _syncfs_function():  # type: ignore[no-untyped-def]
     """libc's syncfs, or None. Python 3.11's os module has no syncfs; ctypes reaches it."""
     try:

@@ -85,7 +85,7 @@ def fresh_accounts(machine, round_no: int) -> None:  # type: ignore[no-untyped-d
                  "for i in 0 1 2 3 4; do systemctl disable --now bench$i.service 2>/dev/null; "
                  "rm -rf /etc/systemd/system/bench$i.service*; done; "
                  "systemctl daemon-reload; hostnamectl set-hostname "
-                 f"round{round_no}; true"], timeout=120)
+                 f"round{round_no}; sync; true"], timeout=120)
 
 
 def profile_first_apply(machine, cmd: list[str], top: int, sort: str = "cumulative") -> str:  # type: ignore[no-untyped-def]
@@ -158,7 +158,10 @@ def main() -> None:
         common: dict[str, list[float]] = {"anchor": [], "import": []}
         for round_no in range(args.rounds):
             common["anchor"].append(timed_run(machine, ["python3", "-c", "pass"])[0])
-            for name, command in commands.items():
+            order = list(commands.items())
+            if round_no % 2:  # alternate, so neither always runs right after the cleanup
+                order.reverse()
+            for name, command in order:
                 measure(machine, command, rows[name], round_no)
             imp = machine.run(["python3", "-X", "importtime", "-c",
                                "import flotilla.cloudinit.main"],
