@@ -23,7 +23,6 @@ from flotilla.daemons.kvclient import (
     EtcdError,
     KeyNotFound,
     KVClient,
-    Mirror,
     Node,
     NodeExist,
 )
@@ -32,6 +31,7 @@ from . import model
 from .agentplan import LocalUnit, Task, plan
 from .registry import MachineState, Registry
 from .scheduler import Assignment
+from .streamwatch import StreamMirror
 from .systemd_iface import SystemdManager, UnitStatus
 
 log = logging.getLogger("fleet.agent")
@@ -85,7 +85,8 @@ class Agent:
         self._wake = asyncio.Event()
         self._publish = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self.mirror = Mirror(self.kv, self.keys.assignments(machine.id), self._on_assignments)
+        self.mirror = StreamMirror(self.kv, self.keys.assignments(machine.id),
+                                   self._on_assignments)
         self.reconciles = 0
         self._lock = asyncio.Lock()
 

@@ -44,6 +44,7 @@ from .scheduler import (
     decide,
     machine_assignments,
 )
+from .streamwatch import StreamMirror
 
 log = logging.getLogger("fleet.engine")
 
@@ -133,8 +134,7 @@ class Engine:
         self.lease_index = None
 
     async def _start_mirrors(self) -> None:
-        # A burst of more than ~100 job events is cheaper to re-list than to replay.
-        self._jobs_mirror = Mirror(self.kv, self.keys.job_dir(), self._on_change, max_lag=100)
+        self._jobs_mirror = StreamMirror(self.kv, self.keys.job_dir(), self._on_change)
         self._mirror_tasks = [asyncio.create_task(self._jobs_mirror.run())]
         assert self._machines_mirror is not None
         await asyncio.wait_for(
@@ -196,7 +196,8 @@ class Engine:
 
     async def run(self) -> None:
         """Hold or seek the lease every interval; reconcile while leader."""
-        self._machines_mirror = Mirror(self.kv, self.keys.machines_dir(), self._on_machines)
+        self._machines_mirror = StreamMirror(self.kv, self.keys.machines_dir(),
+                                            self._on_machines)
         presence = asyncio.create_task(self._machines_mirror.run(), name="engine-machines")
         try:
             await self._run()

@@ -99,8 +99,9 @@ def test_engine_collects_unit_files_no_job_uses(etcd: Etcd) -> None:
             await registry.create_unit("a.service", new, "inactive")  # --replace
             await registry.create_unit("b.service", old, "inactive")
             await registry.destroy_unit("b.service")
-            await until(lambda: engine.reconciles > 2 and len(engine._referenced) == 1, 10,
-                        "engine to see the jobs")
+            # Only the final state counts: a.service on its new file, b.service gone.
+            await until(lambda: engine._referenced == {unit_hash(new)}, 10,
+                        "engine to see the jobs as they ended")
             assert await engine.collect_unit_files(now=1000.0) == []
             assert await engine.collect_unit_files(now=1061.0) == [unit_hash(old)]
             assert await registry.unit_options(unit_hash(new)) == new
