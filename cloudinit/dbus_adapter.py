@@ -78,7 +78,10 @@ class DbusHostname:
         return cls(await sd.Hostnamed.connect())
 
     async def static_hostname(self) -> str:
-        return await self.client.static_hostname()
+        try:
+            return await self.client.static_hostname()
+        except sd.SystemdError as err:
+            raise SystemdError(f"reading the hostname: {err}") from err
 
     async def set_static_hostname(self, hostname: str) -> None:
         try:
@@ -89,6 +92,10 @@ class DbusHostname:
 
 
 async def connect(address: str | None = None) -> tuple[DbusSystemd, DbusHostname]:
-    """systemd and hostnamed over one system-bus connection."""
-    systemd = await sd.Systemd.connect(address)
+    """systemd and hostnamed over one system-bus connection. Any failure to connect (no
+    socket, refused authentication, no systemd) is a SystemdError saying so."""
+    try:
+        systemd = await sd.Systemd.connect(address)
+    except Exception as err:  # the bus library's own error types vary by cause
+        raise SystemdError(f"{type(err).__name__}: {err}") from err
     return DbusSystemd(systemd), DbusHostname(sd.Hostnamed(systemd.bus))

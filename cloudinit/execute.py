@@ -73,13 +73,40 @@ def _file_state(path: Path) -> plan.FileState:
 
 
 async def observe(actions: list[plan.Action], host: Host) -> plan.Observed:
-    """Read everything the reconciler compares against."""
+    """Read everything the reconciler compares against.
+
+    The questions for systemd and hostnamed are sent first, all at once (one connection
+    carries them without waiting for each other's answers); the files and accounts are
+    read while the answers are on their way."""
     observed = plan.Observed()
-    accounts = Accounts(host.root)
+    started = time.perf_counter()
+    names = plan.units_to_observe(actions)
+    units = asyncio.gather(*(host.systemd.unit_state(name) for name in names))
+    hostname = None
     if any(isinstance(a, plan.SetHostname | plan.EtcHosts) for a in actions):
-        started = time.perf_counter()
-        observed.hostname = await host.hostnamed.static_hostname()
-        host.systemd_seconds += time.perf_counter() - started
+        hostname = asyncio.ensure_future(host.hostnamed.static_hostname())
+    await asyncio.sleep(0)  # let the requests go out before the local reading
+    host.systemd_seconds += time.perf_counter() - started
+    try:
+        _observe_local(actions, host, observed)
+    except BaseException:
+        units.cancel()
+        if hostname is not None:
+            hostname.cancel()
+        raise
+    started = time.perf_counter()
+    if hostname is not None:
+        observed.hostname = await hostname
+    states = await units
+    for name, (load, active, file_state) in zip(names, states, strict=True):
+        observed.units[name] = plan.UnitState(load, active, file_state)
+    host.systemd_seconds += time.perf_counter() - started
+    return observed
+
+
+def _observe_local(actions: list[plan.Action], host: Host, observed: plan.Observed) -> None:
+    """Files, accounts, SSH keys and file owners under the host's root."""
+    accounts = Accounts(host.root)
     for path in plan.files_to_observe(actions):
         observed.files[path] = _file_state(host.path(path))
     for name in plan.users_to_observe(actions):
@@ -99,15 +126,6 @@ async def observe(actions: list[plan.Action], host: Host) -> plan.Observed:
         observed.files[merged] = _file_state(host.path(merged))
     for owner in plan.owners_to_observe(actions):
         observed.owners[owner] = accounts.resolve_owner(owner)
-    started = time.perf_counter()
-    names = plan.units_to_observe(actions)
-    # All questions at once: over D-Bus they travel on one connection without waiting
-    # for each other's answers.
-    states = await asyncio.gather(*(host.systemd.unit_state(name) for name in names))
-    for name, (load, active, file_state) in zip(names, states, strict=True):
-        observed.units[name] = plan.UnitState(load, active, file_state)
-    host.systemd_seconds += time.perf_counter() - started
-    return observed
 
 
 # File steps (keys, files, units, masks) are staged in ``host.writes`` and made durable

@@ -185,13 +185,20 @@ async def run(args: argparse.Namespace) -> int:
     from .execute import ApplyError, Host, apply, observe
 
     root = Path(args.root)
-    systemd, hostnamed = await _hosts(root)()
+    try:
+        systemd, hostnamed = await _hosts(root)()
+    except RuntimeError as err:  # SystemdError: no bus, or the bus refused us
+        _err(f"cannot reach systemd over D-Bus: {err}; nothing was changed")
+        return 1
     host = Host(root, systemd, hostnamed)
     actions = plan.desired_actions(cfg, addresses, args.ssh_key_name)
     try:
         steps = plan.reconcile(actions, await observe(actions, host))
     except plan.PlanError as err:
         _err(f"{err}; nothing was changed")
+        return 1
+    except (OSError, RuntimeError) as err:  # SystemdError is a RuntimeError
+        _err(f"reading the machine's state: {err}; nothing was changed")
         return 1
     changes = sum(step.change for step in steps)
     if args.dry_run:

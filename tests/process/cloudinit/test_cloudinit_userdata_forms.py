@@ -96,3 +96,19 @@ def test_unrecognised_user_data_changes_nothing_and_fails(tmp_path: Path) -> Non
     assert _tree(root) == before
     ignored = _run(root, b"hostname: not-a-cloud-config\n", "--ignore-failure")
     assert ignored.returncode == 0
+
+
+@pytest.mark.timeout(60)
+def test_without_a_system_bus_the_error_says_so_and_nothing_changes(tmp_path: Path) -> None:
+    target = tmp_path / "never-written"
+    user_data = tmp_path / "user_data"
+    user_data.write_text(f"#cloud-config\nwrite_files:\n  - path: {target}\n    content: x\n")
+    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path}/no-bus-here"}
+    env.pop("FLOTILLA_CLOUDINIT_OFFLINE", None)
+    result = subprocess.run([*CMD, "--from-file", str(user_data)], capture_output=True,
+                            text=True, timeout=60, env=env, check=False)
+    assert result.returncode == 1
+    assert "cannot reach systemd over D-Bus" in result.stderr
+    assert "nothing was changed" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not target.exists()
