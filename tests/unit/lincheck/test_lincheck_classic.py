@@ -185,3 +185,11 @@ def test_recorder_stamps_calls_and_returns_and_loses_outcomes() -> None:
     first, second = recorder.history()
     assert (first.call, first.ret, first.known) == (1.0, 2.0, True)
     assert (second.call, second.ret, second.known, second.output) == (3.0, None, False, None)
+
+
+def test_which_timed_out_write_explains_a_read_matters_later() -> None:
+    # Both a timed-out put and a timed-out cas could have produced the first 'a'; only
+    # the cas explaining it leaves the put free to produce the second 'a' after 'c'.
+    assert_linearizable([put(0, "b", 0, 1), put(1, "a", 0, None),
+                         cas(2, "b", "a", None, 0, None), get(3, "a", 2, 3),
+                         put(0, "c", 4, 5), get(3, "a", 6, 7)])
