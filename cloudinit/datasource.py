@@ -11,6 +11,7 @@ retries with a doubling backoff for network errors and 5xx, a 4xx means "not the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -168,15 +169,35 @@ def _read_optional(path: Path) -> bytes:
 
 
 def find_config_drive_devices(label: str = "config-2") -> list[str]:
-    """Block devices whose filesystem label is ``config-2``, found through udev."""
+    """Block devices whose filesystem label is ``config-2``.
+
+    udev's view first (pyudev, or its /dev/disk/by-label links). Where udev has not
+    probed the device (early boot, a container, no udevd), ``blkid`` reads the
+    filesystem labels itself, bypassing its cache."""
     try:
         import pyudev
     except ImportError:
-        by_label = Path("/dev/disk/by-label") / label
-        return [str(by_label.resolve())] if by_label.exists() else []
-    context = pyudev.Context()
-    return sorted(dev.device_node for dev in context.list_devices(subsystem="block")
-                  if dev.get("ID_FS_LABEL") == label and dev.device_node)
+        pyudev = None
+    if pyudev is not None:
+        context = pyudev.Context()
+        found = sorted(dev.device_node for dev in context.list_devices(subsystem="block")
+                       if dev.get("ID_FS_LABEL") == label and dev.device_node)
+        if found:
+            return found
+    by_label = Path("/dev/disk/by-label") / label
+    if by_label.exists():
+        return [str(by_label.resolve())]
+    return _blkid_devices(label)
+
+
+def _blkid_devices(label: str) -> list[str]:
+    try:
+        result = subprocess.run(["blkid", "-c", "/dev/null", "-t", f"LABEL={label}", "-o",
+                                 "device"], capture_output=True, text=True, timeout=30,
+                                check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return sorted(line.strip() for line in result.stdout.splitlines() if line.strip())
 
 
 @dataclass
@@ -191,7 +212,6 @@ class MountedConfigDrive:
 
     def fetch(self) -> tuple[bytes, Metadata]:
         device = self.devices()[0]
-        import shutil
         import tempfile
 
         mountpoint = tempfile.mkdtemp(prefix="flotilla-configdrive-")
@@ -205,7 +225,9 @@ class MountedConfigDrive:
             finally:
                 subprocess.run(["umount", mountpoint], check=False, capture_output=True)
         finally:
-            shutil.rmtree(mountpoint, ignore_errors=True)
+            # rmdir, never a recursive delete: if the unmount failed, the drive stays intact.
+            with contextlib.suppress(OSError):
+                os.rmdir(mountpoint)
 
 
 @dataclass
