@@ -18,12 +18,12 @@ import pytest
 
 from tests.conditions import wait_until
 from tests.lincheck import GET, Recorder, check_history
-from tests.process.kv_cluster.harness import Cluster
+from tests.process.kv_cluster.harness import Cluster, Member
 
 from .clients import LOG_DIR, Workload, final_reads, log_keys_on
 from .nemesis import Killer, Nemesis, Partitioner, Pauser, iptables_rules
 
-FAULT_SECONDS = 12.0
+FAULT_SECONDS = 15.0
 CHECK_STEP_BUDGET = 20_000_000
 
 
@@ -75,10 +75,15 @@ def assert_linearizable_and_durable(cluster: Cluster, recorder: Recorder,
     assert verdict.linearizable is True, verdict.explain()
     acked = set(workload.acked_log_keys)
     assert len(acked) >= 20
+    listed: dict[str, set[str] | None] = {}
+
+    def answered(member: Member) -> bool:
+        listed[member.name] = log_keys_on(member)
+        return listed[member.name] is not None
+
     for member in cluster.members:
-        present = wait_until(lambda m=member: log_keys_on(m), 30.0,
-                             f"{member.name} to list {LOG_DIR}")
-        lost = acked - present
+        wait_until(lambda m=member: answered(m), 30.0, f"{member.name} to list {LOG_DIR}")
+        lost = acked - (listed[member.name] or set())
         assert not lost, f"{member.name} lost acknowledged writes {sorted(lost)[:10]}"
 
 
