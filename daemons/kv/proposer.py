@@ -1,11 +1,16 @@
 """Getting commands applied: the seam between the HTTP API and replication.
 
 The HTTP layer never touches the store's mutating methods directly; it hands a command to
-a :class:`Proposer` and waits for the outcome. A single node uses :class:`LocalProposer`,
-which makes each command durable in an append-only log (group commit: one fsync covers
-every command that arrived while the previous fsync ran) before applying it, so an
-answered write survives SIGKILL and no reader ever sees a write that a crash could still
-undo. A Raft-backed proposer offers the same two calls with replication behind them.
+a :class:`Proposer` and waits for the outcome. kvd always runs the Raft-backed proposer
+(:mod:`flotilla.daemons.kv.replicated`), a lone member being a one-voter cluster.
+
+:class:`LocalProposer` is the earlier single-node format: each command made durable in an
+append-only log (group commit: one fsync covers every command that arrived while the
+previous fsync ran) before it is applied. It stays because data directories written in
+that format are read back with :func:`load_durable_store` and converted to Raft's
+(:mod:`flotilla.daemons.kv.migrate`), and it remains a small, tested reference for the
+durability contract: an answered write survives SIGKILL and no reader ever sees a write
+that a crash could still undo.
 """
 
 from __future__ import annotations
