@@ -150,6 +150,9 @@ class RaftShell:
         self._wakeup = asyncio.Event()
         self._waiting: dict[bytes, asyncio.Future[Any]] = {}
         self._reads: list[tuple[int, bytes]] = []  # (read index, rid) not yet served
+        #: reads sent to a leader (rid -> that leader): re-asked if another one takes over,
+        #: since a leader that died or was removed never answers
+        self._remote_reads: dict[bytes, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raft-io")
         self._stopping = False
@@ -300,6 +303,7 @@ class RaftShell:
             raise ProposalTimeout(f"not applied within {self.cfg.proposal_timeout}s") from None
         finally:
             self._waiting.pop(rid, None)
+            self._remote_reads.pop(rid, None)
 
     def _push(self, kind: str, item: Any) -> None:
         self._inputs.append((kind, item))
@@ -359,6 +363,8 @@ class RaftShell:
                     continue  # its caller already gave up
                 try:
                     core.read_index(item)
+                    if core.role is not Role.LEADER:
+                        self._remote_reads[item] = core.lead
                 except NotLeader:
                     self._parked.append((kind, item))
             elif kind == "conf":
@@ -443,6 +449,8 @@ class RaftShell:
             self._reads.append((rs.index, rs.context))
         self._serve_reads()
         core.advance(rd)
+        if rd.soft_state is not None:
+            self._reask_reads(rd.soft_state.leader)
         if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
             log.info("node %d is leader", self.cfg.node_id)
         if self.applied - self._last_snapshot >= self.cfg.snapshot_every:
@@ -490,6 +498,14 @@ class RaftShell:
             self.on_removed()
         if isinstance(rid, bytes):
             self._resolve(rid, entry.index)
+
+    def _reask_reads(self, leader: int) -> None:
+        """Ask again, of the new leader (or once one is known), reads the old one held."""
+        for rid, asked in list(self._remote_reads.items()):
+            if asked != leader:
+                del self._remote_reads[rid]
+                if rid in self._waiting:
+                    self._push("read", rid)
 
     def _serve_reads(self) -> None:
         if not self._reads:
