@@ -114,6 +114,8 @@ class KvStateMachine:
         self.on_members = on_members
         #: called with ``peers`` whenever a member's peer URLs change
         self.on_peers: Callable[[dict[int, list[str]]], None] | None = None
+        #: called with the size in bytes of every snapshot taken
+        self.on_snapshot: Callable[[int], None] | None = None
 
     def apply(self, index: int, data: bytes) -> Event | EtcdError | None:
         try:
@@ -188,13 +190,16 @@ class KvStateMachine:
         self._changed(peers=True)
 
     def snapshot(self) -> bytes:
-        return _pack({
+        blob = _pack({
             "version": SNAPSHOT_VERSION,
             "store": self.store.snapshot(),
             "members": {f"{k:x}": [a.name, a.client_urls] for k, a in self.attrs.items()},
             "peers": {f"{k:x}": v for k, v in self.peers.items()},
             "removed": [f"{k:x}" for k in sorted(self.removed)],
         })
+        if self.on_snapshot is not None:
+            self.on_snapshot(len(blob))
+        return blob
 
     def restore(self, data: bytes) -> None:
         """Replace the store's contents in place, so the HTTP layer's reference stays valid.
@@ -227,6 +232,31 @@ class KvStateMachine:
         self._changed(peers=True)
 
 
+#: rough size of one logged write, to weigh log growth against a snapshot's size
+LOGGED_WRITE_BYTES = 256
+#: snapshots are never spaced more than this many times ``--snapshot-count`` apart
+MAX_SNAPSHOT_STRETCH = 10
+#: below this size a snapshot is cheap (tens of milliseconds): the count is kept as given
+STRETCH_FROM_BYTES = 1 << 20
+
+
+def snapshot_interval(snapshot_count: int, snapshot_bytes: int) -> int:
+    """Applied entries until the next snapshot, given the size of the last one.
+
+    A snapshot serialises the whole store and its event history on the event loop; the
+    history alone may reach ``--history-bytes`` (64 MiB by default), which takes
+    seconds. Taking one every ``--snapshot-count`` entries regardless would spend more
+    time snapshotting than serving under sustained writes. So the log may grow to about
+    the snapshot's own size before the next one (the cost per write stays bounded, as
+    the earlier single-node log did it), within 1 to `MAX_SNAPSHOT_STRETCH` times
+    ``--snapshot-count`` so the entries held in memory stay bounded too.
+    """
+    if snapshot_bytes < STRETCH_FROM_BYTES:
+        return snapshot_count
+    by_size = snapshot_bytes // LOGGED_WRITE_BYTES
+    return max(snapshot_count, min(by_size, MAX_SNAPSHOT_STRETCH * snapshot_count))
+
+
 def _url_list(value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
         raise ValueError("peerURLs: expected a list of strings")
@@ -254,6 +284,8 @@ class RaftProposer:
         self.cluster_id = identity.cluster_id
         self.machine = KvStateMachine(history_bytes, peers=identity.peers)
         self.machine.on_peers = self._sync_addresses
+        self.machine.on_snapshot = self._tune_snapshot_interval
+        self._base_snapshot_every = shell_config.snapshot_every
         self.shell = self._new_shell(shell_config)
         #: a lone member on the default peer URL may take another port if it is taken
         self.any_peer_port = False
@@ -271,6 +303,11 @@ class RaftProposer:
     @property
     def peer_urls(self) -> dict[int, list[str]]:
         return self.machine.peers
+
+    def _tune_snapshot_interval(self, snapshot_bytes: int) -> None:
+        """Space snapshots by the size of the last one (see `snapshot_interval`)."""
+        self.shell.cfg.snapshot_every = snapshot_interval(self._base_snapshot_every,
+                                                          snapshot_bytes)
 
     def _new_shell(self, shell_config: ShellConfig) -> RaftShell:
         shell = RaftShell(shell_config, self.machine)
