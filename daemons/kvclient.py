@@ -199,6 +199,19 @@ class KVClient:
             self._session = aiohttp.ClientSession(connector=connector, auth=self._auth)
         return self._session
 
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The shared HTTP session (TLS, auth), for callers that hold a stream open."""
+        return self._get_session()
+
+    def endpoint(self, turn: int = 0) -> str:
+        """The endpoint ``turn`` places after the one that answered last.
+
+        Long-lived streams rotate through the endpoints this way, starting from the one
+        known to work, as ``_request`` does for single requests.
+        """
+        return self.endpoints[(self._current + turn) % len(self.endpoints)]
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()

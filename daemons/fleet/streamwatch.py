@@ -98,12 +98,12 @@ class StreamMirror(Mirror):
 
     async def _follow(self, turn: int) -> None:
         client = self.client
-        endpoint = client.endpoints[(client._current + turn) % len(client.endpoints)]
+        endpoint = client.endpoint(turn)
         url = endpoint + "/v2/keys" + quote(self.prefix, safe="/:@-._~")
         params = {"wait": "true", "recursive": "true", "stream": "true"}
         timeout = aiohttp.ClientTimeout(total=None, connect=client.request_timeout)
         client.request_count += 1
-        async with client._get_session().get(url, params=params, timeout=timeout) as reply:
+        async with client.session.get(url, params=params, timeout=timeout) as reply:
             if reply.status != 200:
                 raw = await reply.read()
                 try:
