@@ -8,8 +8,8 @@ sub-history that shows the contradiction.
 
 from .check import Verdict, check_history
 from .history import CAS, DELETE, GET, PUT, Operation, Recorder
-from .model import KvModel, Model
+from .model import ANY_VALUE, KvModel, Model
 from .wgl import SearchResult, search
 
-__all__ = ["CAS", "DELETE", "GET", "PUT", "KvModel", "Model", "Operation", "Recorder",
+__all__ = ["ANY_VALUE", "CAS", "DELETE", "GET", "PUT", "KvModel", "Model", "Operation", "Recorder",
            "SearchResult", "Verdict", "check_history", "search"]

@@ -17,7 +17,8 @@ class Verdict:
 
     ``linearizable`` is None when the step budget ran out before a verdict. On failure
     ``key`` names the first rejected partition and ``witness`` is a small sub-history of
-    it that is rejected on its own; :meth:`explain` renders it for an assertion message.
+    it that is rejected on its own (from any starting value of the key when
+    ``from_any_value``); :meth:`explain` renders it for an assertion message.
     """
 
     linearizable: bool | None
@@ -26,6 +27,7 @@ class Verdict:
     steps: int
     key: Hashable | None = None
     witness: list[Operation] = field(default_factory=list)
+    from_any_value: bool = False
 
     def __bool__(self) -> bool:
         return self.linearizable is True
@@ -37,8 +39,10 @@ class Verdict:
         if self.linearizable is None:
             return f"no verdict within the step budget ({self.steps} steps)"
         start = min(op.call for op in self.witness) if self.witness else 0.0
-        lines = [f"not linearizable: key {self.key!r}; these {len(self.witness)} operations "
-                 "admit no order consistent with their times and results:"]
+        start_from = ("whatever value the key held before them" if self.from_any_value
+                      else "starting from a missing key")
+        lines = [f"not linearizable: key {self.key!r}; these {len(self.witness)} operations, "
+                 f"{start_from}, admit no order consistent with their times and results:"]
         for op in self.witness:
             ret = "   pending" if op.ret is None else f"{op.ret - start:10.4f}"
             lines.append(f"  client {op.client:>2} [{op.call - start:10.4f} .. {ret}] "
@@ -64,6 +68,7 @@ def check_history(history: list[Operation], model: Model | None = None, *,
         if result.linearizable is None:
             undecided = True
         elif not result.linearizable:
-            witness = minimal_witness(model, ops) if shrink else list(ops)
-            return Verdict(False, len(history), len(parts), total_steps, key, witness)
+            witness, from_any = minimal_witness(model, ops) if shrink else (list(ops), False)
+            return Verdict(False, len(history), len(parts), total_steps, key, witness,
+                           from_any)
     return Verdict(None if undecided else True, len(history), len(parts), total_steps)

@@ -118,9 +118,9 @@ def future_read(rng: random.Random, history: list[Operation]) -> list[Operation]
     return out
 
 
-def brute_force(history: list[Operation]) -> bool:
+def brute_force(history: list[Operation], initial: str | None = None) -> bool:
     """Linearizability by enumerating every order of every allowed subset (tiny inputs)."""
-    model = KvModel()
+    model = KvModel(initial)
     known = [op for op in history if op.known]
     unknown = [op for op in history if not op.known]
     for r in range(len(unknown) + 1):

@@ -158,6 +158,27 @@ def test_failure_report_names_the_key_and_the_operations() -> None:
     assert "put k = 'b' -> ok" in text and "get k -> 'a'" in text
 
 
+def test_witness_leaves_out_history_the_contradiction_does_not_need() -> None:
+    # a long chain of swaps, then a read of a value overwritten before it began: the
+    # last read of the chain and the stale read are enough, whatever came before
+    history = [put(0, "v0", 0, 1)]
+    for i in range(1, 40):
+        history.append(cas(i % 3, f"v{i - 1}", f"v{i}", True, 2 * i, 2 * i + 1))
+        history.append(get(3, f"v{i}", 2 * i + 1.5, 2 * i + 1.8))
+    history.append(get(4, "v20", 100, 101))
+    verdict = check_history(history)
+    assert verdict.linearizable is False
+    assert verdict.from_any_value
+    assert [op.describe() for op in verdict.witness] == ["get k -> 'v39'", "get k -> 'v20'"]
+    assert "whatever value the key held before them" in verdict.explain()
+
+
+def test_witness_keeps_the_start_when_the_initial_state_matters() -> None:
+    verdict = check_history([get(0, None, 0, 1), put(1, "a", 2, 3), get(0, "z", 4, 5)])
+    assert verdict.linearizable is False
+    assert not verdict.from_any_value or len(verdict.witness) <= 2
+
+
 def test_step_budget_gives_no_verdict() -> None:
     history = [put(c, f"v{c}", 0, 100) for c in range(8)] + [get(9, "v0", 101, 102)]
     verdict = check_history(history, max_steps=3)
