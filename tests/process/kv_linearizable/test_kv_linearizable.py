@@ -33,11 +33,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     try:
         c.start()
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
     finally:
         c.stop()
+        print(c.logs())  # captured; pytest shows it only when the test failed
 
 
 def run_under(cluster: Cluster, nemesis: Nemesis, seed: int) -> tuple[Recorder, Workload]:
