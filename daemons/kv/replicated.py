@@ -232,8 +232,8 @@ class KvStateMachine:
         self._changed(peers=True)
 
 
-#: rough size of one logged write, to weigh log growth against a snapshot's size
-LOGGED_WRITE_BYTES = 256
+#: a snapshot of this many bytes buys one more logged entry before the next snapshot
+SNAPSHOT_BYTES_PER_ENTRY = 64
 #: snapshots are never spaced more than this many times ``--snapshot-count`` apart
 MAX_SNAPSHOT_STRETCH = 10
 #: below this size a snapshot is cheap (tens of milliseconds): the count is kept as given
@@ -246,14 +246,15 @@ def snapshot_interval(snapshot_count: int, snapshot_bytes: int) -> int:
     A snapshot serialises the whole store and its event history on the event loop; the
     history alone may reach ``--history-bytes`` (64 MiB by default), which takes
     seconds. Taking one every ``--snapshot-count`` entries regardless would spend more
-    time snapshotting than serving under sustained writes. So the log may grow to about
-    the snapshot's own size before the next one (the cost per write stays bounded, as
-    the earlier single-node log did it), within 1 to `MAX_SNAPSHOT_STRETCH` times
-    ``--snapshot-count`` so the entries held in memory stay bounded too.
+    time snapshotting than serving under sustained writes. So the next snapshot waits
+    for one logged entry per `SNAPSHOT_BYTES_PER_ENTRY` bytes of the last one (a few
+    microseconds of snapshot work per write, as the earlier single-node log's
+    compaction cost), within 1 to `MAX_SNAPSHOT_STRETCH` times ``--snapshot-count`` so
+    the entries held in memory stay bounded too.
     """
     if snapshot_bytes < STRETCH_FROM_BYTES:
         return snapshot_count
-    by_size = snapshot_bytes // LOGGED_WRITE_BYTES
+    by_size = snapshot_bytes // SNAPSHOT_BYTES_PER_ENTRY
     return max(snapshot_count, min(by_size, MAX_SNAPSHOT_STRETCH * snapshot_count))
 
 

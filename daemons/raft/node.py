@@ -297,11 +297,15 @@ class RaftShell:
         return rid, fut
 
     async def _wait(self, rid: bytes, fut: asyncio.Future[Any]) -> Any:
+        # A plain timer that fails the future: cheaper per request than asyncio.wait_for,
+        # which matters when every write of a lone member comes through here.
+        timer = asyncio.get_running_loop().call_later(
+            self.cfg.proposal_timeout, self._fail, rid,
+            ProposalTimeout(f"not applied within {self.cfg.proposal_timeout}s"))
         try:
-            return await asyncio.wait_for(fut, self.cfg.proposal_timeout)
-        except TimeoutError:
-            raise ProposalTimeout(f"not applied within {self.cfg.proposal_timeout}s") from None
+            return await fut
         finally:
+            timer.cancel()
             self._waiting.pop(rid, None)
             self._remote_reads.pop(rid, None)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgpack
 from flotilla.daemons.kv.replicated import (
-    LOGGED_WRITE_BYTES,
     MAX_SNAPSHOT_STRETCH,
+    SNAPSHOT_BYTES_PER_ENTRY,
     KvStateMachine,
     snapshot_interval,
 )
@@ -19,7 +19,7 @@ def test_small_snapshots_keep_the_configured_count() -> None:
 
 
 def test_the_log_may_grow_to_about_the_snapshot_size_within_a_bound() -> None:
-    size = 40_000 * LOGGED_WRITE_BYTES
+    size = 40_000 * SNAPSHOT_BYTES_PER_ENTRY
     assert snapshot_interval(10_000, size) == 40_000
     huge = 10**10
     assert snapshot_interval(10_000, huge) == MAX_SNAPSHOT_STRETCH * 10_000
