@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import json
@@ -149,6 +150,8 @@ class RaftShell:
         self._parked: list[tuple[str, Any]] = []
         self._wakeup = asyncio.Event()
         self._waiting: dict[bytes, asyncio.Future[Any]] = {}
+        #: (deadline, rid) of every request, oldest first; see `_expire_requests`
+        self._deadlines: collections.deque[tuple[float, bytes]] = collections.deque()
         self._reads: list[tuple[int, bytes]] = []  # (read index, rid) not yet served
         #: reads sent to a leader (rid -> that leader): re-asked if another one takes over,
         #: since a leader that died or was removed never answers
@@ -297,15 +300,14 @@ class RaftShell:
         return rid, fut
 
     async def _wait(self, rid: bytes, fut: asyncio.Future[Any]) -> Any:
-        # A plain timer that fails the future: cheaper per request than asyncio.wait_for,
-        # which matters when every write of a lone member comes through here.
-        timer = asyncio.get_running_loop().call_later(
-            self.cfg.proposal_timeout, self._fail, rid,
-            ProposalTimeout(f"not applied within {self.cfg.proposal_timeout}s"))
+        # Deadlines are swept by the ticker rather than given one timer each (as
+        # asyncio.wait_for would): per-request timers cost more than a lone member's
+        # whole Raft round. All requests share one timeout, so the queue stays in
+        # deadline order.
+        self._deadlines.append((time.monotonic() + self.cfg.proposal_timeout, rid))
         try:
             return await fut
         finally:
-            timer.cancel()
             self._waiting.pop(rid, None)
             self._remote_reads.pop(rid, None)
 
@@ -337,6 +339,16 @@ class RaftShell:
         while True:
             await asyncio.sleep(self.cfg.tick_seconds)
             self._push("tick", None)
+            self._expire_requests(time.monotonic())
+
+    def _expire_requests(self, now: float) -> None:
+        """Fail requests past their deadline (the outcome of a proposal stays unknown)."""
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, rid = deadlines.popleft()
+            if rid in self._waiting:
+                self._fail(rid, ProposalTimeout(
+                    f"not applied within {self.cfg.proposal_timeout}s"))
 
     async def _run(self) -> None:
         core = self.core
