@@ -7,7 +7,8 @@ and etcd's ``--strict-reconfig-check`` guards its membership changes.
 * a data dir written by the old single-node format (snapshot + command log) is taken
   over: every key and the store index carry over, and later writes continue them;
 * a remove that would leave fewer connected members than quorum gets etcd's 500 and
-  changes nothing; ``--strict-reconfig-check=false`` lets the same remove through.
+  changes nothing; ``--strict-reconfig-check=false`` lets the same remove through;
+* lone members started without peer flags share the default peer port's host.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 import pytest
 import requests
 from flotilla.daemons.kv.proposer import LOG_NAME, SNAPSHOT_NAME, LocalProposer
+
+from tests.process.kv.harness import start_kvd
 
 from .harness import Cluster, Member, add_member, etcd_lines, kvctl, put_until_ok, wait_until
 
@@ -180,3 +183,22 @@ def test_strict_reconfig_check_refuses_a_remove_that_loses_quorum_unless_turned_
         return answer.status_code in (204, 410)
     wait_until(removed, 30, "the remove to go through", tolerate=(requests.RequestException,))
     assert m1.wait_exit(30) == 1
+
+
+@pytest.mark.timeout(60)
+def test_lone_members_on_the_default_peer_url_share_a_host(tmp_path: Path) -> None:
+    """Several lone kvds started without peer flags all serve; one port 2380 at most."""
+    servers = []
+    try:
+        for i in range(2):
+            workdir = tmp_path / f"s{i}"
+            workdir.mkdir()
+            servers.append(start_kvd(workdir, f"127.0.0.{41 + i}", "--dbus", "none"))
+        for i, server in enumerate(servers):
+            resp = requests.put(f"{server.url}/v2/keys/lone", data={"value": str(i)}, timeout=8)
+            assert resp.status_code == 201, resp.text
+        logs = [server.log() for server in servers]
+        assert sum("is taken; serving alone on another port" in log for log in logs) >= 1
+    finally:
+        for server in servers:
+            server.stop()
