@@ -56,3 +56,15 @@ def test_a_remove_needs_a_quorum_of_started_members_left() -> None:
     # with B not started either, only A is started of three: refused.
     check_remove({A, B, C, D}, {A, B, C}, {A, B, C, D}, C)
     assert refused(check_remove, {A, B, C, D}, {A, C}, {A, B, C, D}, C) == NOT_ENOUGH_STARTED
+
+
+def test_the_flag_is_on_by_default_and_turns_off_like_etcds() -> None:
+    from flotilla.daemons.kv.config import ConfigError, parse_config
+
+    assert parse_config([], environ={}).strict_reconfig_check is True
+    assert parse_config(["--strict-reconfig-check=false"], environ={}
+                        ).strict_reconfig_check is False
+    assert parse_config([], environ={"ETCD_STRICT_RECONFIG_CHECK": "false"}
+                        ).strict_reconfig_check is False
+    with pytest.raises(ConfigError, match="--strict-reconfig-check: 'maybe'"):
+        parse_config(["--strict-reconfig-check=maybe"], environ={})
