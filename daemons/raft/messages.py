@@ -168,9 +168,12 @@ class Ready:
     1. Persist ``snapshot`` (if not None), then ``entries`` (they replace any persisted
        entries at the same or higher index), then ``hard_state`` (if not None). When
        ``must_sync`` is true these writes must be fsynced before step 2.
-    2. Send ``messages``. The rule is simple and uniform: *every* message in a Ready is
-       sent only after that Ready's writes are durable, so no vote, acknowledgement or
-       append can ever get ahead of the state it depends on.
+    2. Send ``messages``, after that Ready's writes are durable, so no vote or
+       acknowledgement can get ahead of the state it depends on. One exception: a
+       leader whose term and vote are already durable may send its APP and HEARTBEAT
+       messages while the write is in flight (Raft thesis 10.2.1), because nothing is
+       applied before step 1 ends and follower answers are stepped only after
+       ``advance`` (see ``RaftShell._send_before_persist``).
     3. Apply ``snapshot`` to the state machine (if not None), then ``committed_entries``
        in order. They may include entries of this same Ready's ``entries``, which is
        why persisting comes first. `EntryType.CONF_CHANGE` entries are applied to the
@@ -235,3 +238,27 @@ class PersistedState:
     hard_state: HardState = field(default_factory=HardState)
     entries: tuple[Entry, ...] = ()
     snapshot: Snapshot = field(default_factory=Snapshot)
+
+
+#: what a leader may send before its own write of the same Ready is durable
+EARLY_TYPES = frozenset({MessageType.APP, MessageType.HEARTBEAT})
+
+
+def early_messages(rd: Ready, leader: bool, durable_vote: tuple[int, int]) -> tuple[Message, ...]:
+    """The messages of ``rd`` that may leave while its write is still in flight.
+
+    Only a leader's appends and heartbeats, and only when the Ready changes neither term
+    nor vote (``durable_vote`` is the (term, vote) already on disk) and installs no
+    snapshot. Why this is safe although the leader counts its own entries toward a
+    quorum as soon as it appends them: entries are applied, and clients answered, only
+    after the Ready's write is durable; a follower acknowledges only after its own
+    fsync; and the commit index a leader computes from those acknowledgements leaves in
+    a later Ready (stepping only fills the next one), which goes out after this one's
+    write. So nothing committed depends on a leader write that could still be lost.
+    """
+    if not leader or not rd.messages or rd.snapshot is not None:
+        return ()
+    hs = rd.hard_state
+    if hs is not None and (hs.term, hs.vote) != durable_vote:
+        return ()
+    return tuple(m for m in rd.messages if m.type in EARLY_TYPES)

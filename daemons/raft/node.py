@@ -47,6 +47,7 @@ import msgpack
 from . import codec, tls
 from .core import Config, RaftNode, Status
 from .messages import (
+    EARLY_TYPES,
     NONE,
     ConfChange,
     ConfChangeType,
@@ -58,6 +59,7 @@ from .messages import (
     ProposalDropped,
     Ready,
     Role,
+    early_messages,
 )
 from .storage import DiskStorage, StorageCorruptError
 from .transport import PeerTransport
@@ -162,6 +164,8 @@ class RaftShell:
         self.applied = 0
         self.applied_term = 0
         self._last_snapshot = 0
+        #: (term, vote) known to be on disk; see `_send_before_persist`
+        self._durable_vote: tuple[int, int] = (0, NONE)
         self.storage: DiskStorage | None = None
         self.core: RaftNode | None = None
         self.transport: PeerTransport | None = None
@@ -186,6 +190,7 @@ class RaftShell:
             ),
         )
         persisted = self.storage.persisted
+        self._durable_vote = (persisted.hard_state.term, persisted.hard_state.vote)
         if not persisted.snapshot.is_empty:
             self._restore(persisted.snapshot.data)
             self.applied = self._last_snapshot = persisted.snapshot.meta.index
@@ -438,17 +443,22 @@ class RaftShell:
         core, storage, transport = self.core, self.storage, self.transport
         assert core is not None and storage is not None and transport is not None
         self.stats.readies += 1
+        early = self._send_before_persist(rd)
         if rd.must_sync or rd.snapshot is not None:
             started = time.perf_counter()
             await asyncio.get_running_loop().run_in_executor(
                 self._executor, storage.save_ready, rd
             )
+            if rd.hard_state is not None:
+                self._durable_vote = (rd.hard_state.term, rd.hard_state.vote)
             self.stats.persist_seconds += time.perf_counter() - started
         elif rd.hard_state is not None or rd.entries:
             # Only the commit index moved: a small unsynced write, cheaper done here
             # than handed to the I/O thread and back.
             storage.save_ready(rd)
         for m in rd.messages:
+            if early and m.type in EARLY_TYPES:
+                continue  # already sent
             transport.send(m)
             if m.type is MessageType.SNAP:
                 core.report_snapshot(m.to, True)
@@ -471,6 +481,21 @@ class RaftShell:
             log.info("node %d is leader", self.cfg.node_id)
         if self.applied - self._last_snapshot >= self.cfg.snapshot_every:
             await self._take_snapshot()
+
+    def _send_before_persist(self, rd: Ready) -> bool:
+        """As leader, send appends and heartbeats while this Ready's own write is in flight.
+
+        Sending them only after the leader's fsync would put the leader's and the
+        followers' fsyncs one after the other on every write (Raft thesis 10.2.1). The
+        safety argument is at `messages.early_messages`; this shell keeps its premise by
+        applying only after the write and stepping inputs only between Readies.
+        """
+        core, transport = self.core, self.transport
+        assert core is not None and transport is not None
+        early = early_messages(rd, core.role is Role.LEADER, self._durable_vote)
+        for m in early:
+            transport.send(m)
+        return bool(early)
 
     def _apply(self, entry: Entry) -> None:
         self.applied = entry.index

@@ -14,7 +14,10 @@ The model:
 * Storage holds only what a node's Ready handed over and the simulator "persisted". A
   node's Ready is sometimes left unprocessed for a while; a crash loses it, and a crash
   can also strike after persisting but before sending. Messages of a Ready leave only
-  after its persistence (the rule in `messages.Ready`).
+  after its persistence (the rule in `messages.Ready`), except that a leader sends the
+  appends and heartbeats `messages.early_messages` allows as soon as it takes a Ready it
+  holds, as the shell does while its fsync runs; a crash may then lose the leader's copy
+  of entries its followers already have.
 * Safety is checked as the run goes (one leader per term, log matching, leader
   completeness, state machine safety, ReadIndex freshness, no payload applied at two
   indexes); after the chaos phase the network heals, crashed nodes restart and every
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from flotilla.daemons.raft.codec import decode_conf_change
 from flotilla.daemons.raft.core import Config, RaftNode
 from flotilla.daemons.raft.messages import (
+    EARLY_TYPES,
     ConfChange,
     ConfChangeType,
     Entry,
@@ -44,6 +48,7 @@ from flotilla.daemons.raft.messages import (
     Ready,
     Role,
     Snapshot,
+    early_messages,
 )
 
 
@@ -79,6 +84,7 @@ class SimNode:
     #: context -> global commit index when the read was requested
     reads: dict[bytes, int] = field(default_factory=dict)
     held: Ready | None = None  # taken from the core, not yet persisted (async shell)
+    held_sent_early: bool = False  # the held Ready's early messages already left
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,7 @@ class Sim:
         self.proposed = 0
         self.conf_changes = 0
         self.commit_seen = 0  # highest commit index any node reported
+        self.early_sent = 0  # leader messages sent before their Ready was persisted
         for node_id in self.initial:
             self.nodes[node_id] = SimNode(node_id, Storage())
             self._start(node_id)
@@ -232,6 +239,7 @@ class Sim:
         elif mid_ready and node.core is not None and node.core.has_ready():
             self._persist(node, node.core.ready())
         node.held = None
+        node.held_sent_early = False
         node.core = None
         node.up = False
         node.restarts += 1
@@ -292,17 +300,27 @@ class Sim:
         core = node.core
         if core is None:
             return
+        sent_early = False
         if node.held is not None:
             rd, node.held = node.held, None
+            sent_early, node.held_sent_early = node.held_sent_early, False
         elif not core.has_ready():
             return
         else:
             rd = core.ready()
             if hold:
                 node.held = rd
+                st = node.storage
+                early = early_messages(rd, core.role is Role.LEADER, (st.hard.term, st.hard.vote))
+                for m in early:
+                    self._send(m)
+                node.held_sent_early = bool(early)
+                self.early_sent += len(early)
                 return
         self._persist(node, rd)
         for m in rd.messages:
+            if sent_early and m.type in EARLY_TYPES:
+                continue
             self._send(m)
         if rd.snapshot is not None:
             meta = rd.snapshot.meta

@@ -172,3 +172,24 @@ def test_raft_sim_seed_env_replays_one_schedule(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(sys.modules[__name__], "run_seed", recording)
     test_seeded_schedules_keep_raft_safe_and_live()
     assert calls == [42]
+
+
+# -- a leader's appends leave while its own write is in flight --------------------------
+
+
+def test_leaders_send_appends_before_their_write_is_durable() -> None:
+    sims = [Sim(seed) for seed in range(20)]
+    for sim in sims:
+        sim.run()
+    assert sum(sim.early_sent for sim in sims) > 0
+
+
+def test_simulator_catches_acknowledgements_before_persisting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sending every message early (votes, follower acks) must break safety visibly."""
+    from . import simnet
+
+    monkeypatch.setattr(simnet, "early_messages", lambda rd, leader, durable: rd.messages)
+    failure = _first_failure(range(400))
+    assert failure is not None
