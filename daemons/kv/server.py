@@ -22,6 +22,7 @@ from flotilla.daemons import __version__
 from flotilla.daemons.kv.config import ClientTLS, Config, ConfigError, member_id, parse_config
 from flotilla.daemons.kv.dbus_service import start_dbus_service
 from flotilla.daemons.kv.discovery import DiscoveryError, discovered_config
+from flotilla.daemons.kv.gctune import tune_for_serving
 from flotilla.daemons.kv.http import (
     ETCD_CLUSTER_VERSION,
     KeysApi,
@@ -159,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         await serve(config, stop)
 
+    tune_for_serving()
     try:
         asyncio.run(run())
     except ConfigError as err:  # e.g. a join that found no member to ask
