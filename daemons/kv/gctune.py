@@ -7,7 +7,9 @@ walks the Raft log and the store. Profiles of a busy leader put a large share of
 on allocation sites that were really paying for those collections. Rarer young
 collections, and freezing the objects that exist at start-up (modules, configuration)
 out of every pass, cut CPU per write by about a quarter. Reference cycles are still
-collected; they only wait longer.
+collected; they only wait longer. A young threshold of 10,000 was as fast as 50,000
+in measurements and keeps less garbage waiting (RSS with 20,000 keys: +5 MiB over the
+defaults).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import gc
 
 #: objects allocated (net) between young-generation collections
-YOUNG_THRESHOLD = 50_000
+YOUNG_THRESHOLD = 10_000
 #: young collections per middle-generation one; middle per old
 MIDDLE_THRESHOLD = 20
 OLD_THRESHOLD = 100
