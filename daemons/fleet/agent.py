@@ -33,11 +33,18 @@ from .registry import MachineState, Registry
 from .scheduler import Assignment
 from .streamwatch import StreamMirror
 from .systemd_iface import SystemdManager, UnitStatus
+from .tasks import cancel_and_wait
 
 log = logging.getLogger("fleet.agent")
 
 RECOGNIZED_TYPES = ("service", "socket", "timer", "path", "device", "mount", "automount")
 RECONCILE_INTERVAL = 5.0
+#: How long a purge waits for each unit's stop job. systemd carries on with the job
+#: regardless; the bound keeps fleetd's own stop inside TimeoutStopSec (90 s) even when
+#: the job's completion signal never reaches us.
+PURGE_JOB_SECONDS = 15.0
+#: Bound on the whole purge before the machine leaves the cluster anyway.
+PURGE_SECONDS = 60.0
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -142,20 +149,20 @@ class Agent:
 
     async def stop(self, purge: bool = True) -> None:
         """Stop following the store; with ``purge`` unload every unit and leave the cluster."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         if not purge:
             return
-        async with self._lock:
-            for unit in sorted(self.current):
+        try:
+            async with asyncio.timeout(PURGE_SECONDS), self._lock:
+                for unit in sorted(self.current):
+                    with contextlib.suppress(Exception):
+                        await self._unload(unit, job_seconds=PURGE_JOB_SECONDS)
                 with contextlib.suppress(Exception):
-                    await self._unload(unit)
-            with contextlib.suppress(Exception):
-                await self.systemd.reload()
+                    await self.systemd.reload()
+        except TimeoutError:
+            log.warning("purge: units still unloading after %.0fs; leaving the cluster "
+                        "anyway", PURGE_SECONDS)
         with contextlib.suppress(KeyNotFound, ClusterUnavailable, EtcdError):
             await self.kv.delete(self.keys.machine(self.machine.id))
 
@@ -299,8 +306,18 @@ class Agent:
             await self.systemd.enable_unit_files([str(path)])
         self.current[unit] = LocalUnit(unit_hash, "loaded")
 
-    async def _unload(self, unit: str) -> None:
-        await self.systemd.stop_unit(unit)  # returns once the stop job has finished
+    async def _unload(self, unit: str, job_seconds: float | None = None) -> None:
+        """Stop ``unit`` (waiting for its stop job), then remove its files and state.
+
+        ``job_seconds`` bounds the wait for the stop job; past it the job is left to
+        systemd and the files go anyway (used when fleetd itself is stopping).
+        """
+        try:
+            # returns once the stop job has finished
+            await asyncio.wait_for(self.systemd.stop_unit(unit), job_seconds)
+        except TimeoutError:
+            log.warning("%s: stop job not finished after %.0fs; removing its files anyway",
+                        unit, job_seconds)
         await self.systemd.disable_unit_files([unit])
         with contextlib.suppress(Exception):
             await self.systemd.reset_failed_unit(unit)

@@ -45,6 +45,7 @@ from .scheduler import (
     machine_assignments,
 )
 from .streamwatch import StreamMirror
+from .tasks import cancel_and_wait
 
 log = logging.getLogger("fleet.engine")
 
@@ -144,11 +145,7 @@ class Engine:
         self.assigned = await self._load_assignments()
 
     async def _stop_mirrors(self) -> None:
-        for task in self._mirror_tasks:
-            task.cancel()
-        for task in self._mirror_tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._mirror_tasks)
         self._mirror_tasks = []
         self._jobs_mirror = None
 
@@ -202,9 +199,7 @@ class Engine:
         try:
             await self._run()
         finally:
-            presence.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await presence
+            await cancel_and_wait([presence])
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -30,6 +30,8 @@ from flotilla.daemons.kvclient import (
     Response,
 )
 
+from .tasks import cancel_requested
+
 log = logging.getLogger("fleet.watch")
 
 EVENT_INDEX_CLEARED = 401
@@ -90,6 +92,8 @@ class StreamMirror(Mirror):
                 await self._follow(turn)
             except (TimeoutError, ClusterUnavailable, EtcdError, aiohttp.ClientError,
                     ValueError, UnicodeDecodeError) as error:
+                if cancel_requested():
+                    raise asyncio.CancelledError from error  # a stop that came back as TimeoutError
                 log.debug("stream %s: %r, reconnecting", self.prefix, error)
                 turn += 1  # the next attempt tries the next endpoint
                 await asyncio.sleep(self.retry_delay)
