@@ -28,9 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,7 +38,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from flotilla.daemons.kv.config import Config, member_id
-from flotilla.daemons.kv.proposer import LOG_NAME, SNAPSHOT_NAME
+from flotilla.daemons.kv.proposer import LOG_NAME, SNAPSHOT_NAME, write_atomic
 from flotilla.daemons.service import notify
 
 # etcd's error texts (etcdserver/api/v2discovery), kept so searches for them still help.
@@ -277,21 +275,7 @@ def load_saved(data_dir: Path) -> SavedDiscovery | None:
 def save(data_dir: Path, saved: SavedDiscovery) -> None:
     """Atomic write: temp file, fsync, rename, fsync the directory."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=".discovery-", dir=data_dir)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(saved.to_json())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, data_dir / STATE_FILE)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(data_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(data_dir / STATE_FILE, saved.to_json().encode())
 
 
 def has_member_data(data_dir: Path) -> bool:

@@ -19,14 +19,11 @@ Two jobs that both concern "who is in the cluster":
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
-import os
 import re
 import ssl
 import struct
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flotilla.daemons.kv.config import Config, ConfigError, member_id
+from flotilla.daemons.kv.proposer import write_atomic
 from flotilla.daemons.raft.transport import QueryError, query_peer
 
 MEMBER_FILE = "member.json"
@@ -190,23 +188,8 @@ def load_identity(data_dir: Path) -> Identity | None:
 def save_identity(data_dir: Path, identity: Identity) -> None:
     """Write ``member.json`` atomically: temp file, fsync, rename, fsync the directory."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".member.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(identity.to_json(), f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, data_dir / MEMBER_FILE)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(data_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    text = json.dumps(identity.to_json(), indent=1, sort_keys=True) + "\n"
+    write_atomic(data_dir / MEMBER_FILE, text.encode())
 
 
 def static_identity(config: Config) -> Identity:
