@@ -16,6 +16,7 @@ import http.client
 import json
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -27,7 +28,11 @@ from tests.process.kv_cluster.harness import Member
 KEYS = ("/lin/a", "/lin/b", "/lin/c", "/lin/d")
 LOG_DIR = "/lin/log"
 REQUEST_TIMEOUT = 4.0
-MAX_OPS_PER_CLIENT = 2000
+#: Bounds on each client, far above what a test needs: the clients are meant to run until
+#: the test stops them, because a client that ran out of operations early would leave
+#: the cluster idle and look like a cluster that stopped serving.
+MAX_OPS_PER_CLIENT = 50_000
+MAX_CLIENT_SECONDS = 120.0
 
 
 @dataclass
@@ -104,14 +109,19 @@ class Workload:
             t.join(REQUEST_TIMEOUT * 3)
         assert not any(t.is_alive() for t in self._threads), "a client did not finish"
 
+    def working(self) -> int:
+        """Clients still sending requests (each stops only when told to or at its bounds)."""
+        return sum(1 for t in self._threads if t.is_alive())
+
     def known_writes(self) -> int:
         return sum(1 for op in self.recorder.history() if op.known and op.kind != GET)
 
     def _run(self, client: int) -> None:
         rng = random.Random(self.seed * 1000 + client)
         last_seen: dict[str, str | None] = {}
+        give_up = time.monotonic() + MAX_CLIENT_SECONDS
         for n in range(MAX_OPS_PER_CLIENT):
-            if self.stop.is_set():
+            if self.stop.is_set() or time.monotonic() > give_up:
                 return
             value = f"c{client}-{n}"
             roll = rng.random()

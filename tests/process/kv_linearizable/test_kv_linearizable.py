@@ -47,6 +47,8 @@ def run_under(cluster: Cluster, nemesis: Nemesis, seed: int) -> tuple[Recorder, 
         with nemesis:
             nemesis.stop.wait(FAULT_SECONDS)
         healed_at = time.monotonic()
+        # Otherwise an idle cluster after the faults would be blamed on kvd.
+        assert workload.working() == workload.clients, "a client stopped during the faults"
         before = workload.known_writes()
         wait_until(lambda: workload.known_writes() >= before + 10, 30.0,
                    "writes after the faults are healed")
