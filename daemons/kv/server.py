@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from flotilla.daemons import __version__
+from flotilla.daemons import __version__, journal
 from flotilla.daemons.kv.config import ClientTLS, Config, ConfigError, member_id, parse_config
 from flotilla.daemons.kv.dbus_service import start_dbus_service
 from flotilla.daemons.kv.discovery import DiscoveryError, discovered_config
@@ -160,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         await serve(config, stop)
 
+    journal.setup("kvd")  # elections and lost peers, to the journal under systemd
     tune_for_serving()
     try:
         asyncio.run(run())

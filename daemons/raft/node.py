@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 
 #: Proposal envelope: 16-byte request id, then the application's bytes.
 RID_BYTES = 16
+#: how long a leader's commit index may stand still behind its log before it says so
+STALL_WARNING_SECONDS = 3.0
 
 Address = tuple[str, int]
 
@@ -166,6 +168,8 @@ class RaftShell:
         self._last_snapshot = 0
         #: (term, vote) known to be on disk; see `_send_before_persist`
         self._durable_vote: tuple[int, int] = (0, NONE)
+        #: (commit index, since, last warned) while a leader's log runs ahead of its commit
+        self._stall: tuple[int, float, float] | None = None
         self.storage: DiskStorage | None = None
         self.core: RaftNode | None = None
         self.transport: PeerTransport | None = None
@@ -344,7 +348,35 @@ class RaftShell:
         while True:
             await asyncio.sleep(self.cfg.tick_seconds)
             self._push("tick", None)
-            self._expire_requests(time.monotonic())
+            now = time.monotonic()
+            self._expire_requests(now)
+            self._warn_if_stalled(now)
+
+    def _warn_if_stalled(self, now: float) -> None:
+        """Log, every few seconds, a leader holding entries it cannot commit.
+
+        The usual cause is a lost quorum, but a leader whose followers answer heartbeats
+        and still commit nothing is a replication bug; the line shows each follower's
+        progress (state, match, next) so that either can be told apart from the journal.
+        """
+        core = self.core
+        if core is None or core.role is not Role.LEADER:
+            self._stall = None
+            return
+        commit, last = core.log.committed, core.log.last_index()
+        if commit >= last:
+            self._stall = None
+            return
+        if self._stall is None or self._stall[0] != commit:
+            self._stall = (commit, now, now)
+            return
+        _, since, warned = self._stall
+        if now - warned >= STALL_WARNING_SECONDS:
+            self._stall = (commit, since, now)
+            status = core.status()
+            log.warning("node %d: leader at term %d has not committed past %d for %.1fs "
+                        "(last index %d); progress %s", self.cfg.node_id, core.term, commit,
+                        now - since, last, status.progress)
 
     def _expire_requests(self, now: float) -> None:
         """Fail requests past their deadline (the outcome of a proposal stays unknown)."""
@@ -477,10 +509,24 @@ class RaftShell:
         core.advance(rd)
         if rd.soft_state is not None:
             self._reask_reads(rd.soft_state.leader)
-        if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
-            log.info("node %d is leader", self.cfg.node_id)
+        if rd.soft_state is not None:
+            self._log_role(rd.soft_state.role, rd.soft_state.leader)
         if self.applied - self._last_snapshot >= self.cfg.snapshot_every:
             await self._take_snapshot()
+
+    def _log_role(self, role: Role, leader: int) -> None:
+        """One line per change of role or leader, as etcd logs elections: what an
+        operator (or a failed fault test) reads to see when the cluster had no leader."""
+        core = self.core
+        assert core is not None
+        if role is Role.LEADER:
+            log.info("node %d is leader at term %d", self.cfg.node_id, core.term)
+        elif leader == NONE:
+            log.info("node %d is %s at term %d and knows no leader", self.cfg.node_id,
+                     role.value, core.term)
+        else:
+            log.info("node %d is %s of leader %d at term %d", self.cfg.node_id,
+                     role.value, leader, core.term)
 
     def _send_before_persist(self, rd: Ready) -> bool:
         """As leader, send appends and heartbeats while this Ready's own write is in flight.
