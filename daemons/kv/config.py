@@ -41,12 +41,14 @@ VALUE_FLAGS: dict[str, str] = {
     "peer-key-file": "",
     "peer-trusted-ca-file": "",
     "snapshot-count": "10000",
+    "heartbeat-interval": "100",  # ms between a leader's heartbeats: one Raft tick
+    "election-timeout": "1000",  # ms a follower waits for a leader before campaigning
     "dbus": "auto",  # serve org.flotilla.KV1: system, none, or auto (system if present)
 }
 
 # etcd flags with no meaning for kvd; accepted so etcd command lines keep working.
 IGNORED_FLAGS = {
-    "enable-v2", "heartbeat-interval", "election-timeout",
+    "enable-v2",
     "max-snapshots", "max-wals", "quota-backend-bytes", "auto-compaction-retention",
     "auto-compaction-mode", "logger", "log-outputs", "log-level", "debug",
     "enable-pprof", "metrics", "discovery-fallback",
@@ -143,6 +145,8 @@ class Config:
     fsync: bool = True
     version: bool = False
     snapshot_count: int = 10000  # applied Raft entries between snapshots (clusters only)
+    heartbeat_ms: int = 100  # --heartbeat-interval: the Raft tick
+    election_ms: int = 1000  # --election-timeout: a whole number of ticks (rounded down)
     strict_reconfig_check: bool = True  # refuse member changes that endanger quorum
     client_tls: ClientTLS | None = None
     peer_tls: PeerTLS | None = None
@@ -189,6 +193,33 @@ def _parse_cluster(text: str) -> dict[str, list[str]]:
             raise ConfigError(f"--initial-cluster: {item!r} is not name=url")
         cluster.setdefault(name.strip(), []).extend(_split_urls("initial-cluster", url))
     return cluster
+
+
+MAX_ELECTION_MS = 50_000  # etcd's upper bound for --election-timeout
+
+
+def _raft_timing(heartbeat: str, election: str) -> tuple[int, int]:
+    """``--heartbeat-interval`` and ``--election-timeout`` in milliseconds, with etcd's
+    rules: positive integers, the election timeout at least five heartbeats (a follower
+    must be able to miss a few before it campaigns) and at most 50 s."""
+    values = []
+    for flag, text in (("heartbeat-interval", heartbeat), ("election-timeout", election)):
+        try:
+            number = int(text)
+            if number < 1:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"--{flag}: {text!r} is not a positive number of "
+                              "milliseconds") from None
+        values.append(number)
+    heartbeat_ms, election_ms = values
+    if 5 * heartbeat_ms > election_ms:
+        raise ConfigError(f"--election-timeout[{election_ms}ms] should be at least as 5 "
+                          f"times as --heartbeat-interval[{heartbeat_ms}ms]")
+    if election_ms > MAX_ELECTION_MS:
+        raise ConfigError(f"--election-timeout[{election_ms}ms] is too long, and should be "
+                          f"set less than {MAX_ELECTION_MS}ms")
+    return heartbeat_ms, election_ms
 
 
 def _normalise_argv(argv: Sequence[str]) -> list[str]:
@@ -265,6 +296,8 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
             raise ValueError
     except ValueError:
         raise ConfigError("--discovery-timeout: must be a positive number of seconds") from None
+    heartbeat_ms, election_ms = _raft_timing(value("heartbeat-interval"),
+                                             value("election-timeout"))
     dbus = value("dbus")
     if dbus not in ("system", "none", "auto"):
         raise ConfigError(f"--dbus: {dbus!r} is not 'system', 'none' or 'auto'")
@@ -285,6 +318,8 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
         history_bytes=history_bytes,
         fsync=not boolean("no-fsync", False),
         snapshot_count=snapshot_count,
+        heartbeat_ms=heartbeat_ms,
+        election_ms=election_ms,
         strict_reconfig_check=boolean("strict-reconfig-check", True),
         client_tls=_client_tls(listen_client, value, boolean),
         peer_tls=_peer_tls(listen_peer + advertise_peer, value, boolean),
