@@ -8,8 +8,6 @@ import pytest
 from flotilla.daemons.kv.config import ConfigError, parse_config
 from flotilla.daemons.kv.replicated import raft_proposer_from_config
 
-pytestmark = pytest.mark.unit
-
 
 def test_defaults_are_etcds_100ms_heartbeat_and_1s_election() -> None:
     config = parse_config([], environ={})
