@@ -54,11 +54,11 @@ IGNORED_FLAGS = {
     "enable-pprof", "metrics", "discovery-fallback",
     "discovery-proxy", "discovery-srv", "proxy", "cors", "experimental-enable-v2v3",
     "listen-metrics-urls", "max-request-bytes", "grpc-keepalive-min-time",
-    "force-new-cluster", "pre-vote", "initial-election-tick-advance",
+    "pre-vote", "initial-election-tick-advance",
 }
 
 BOOL_FLAGS = {"version", "no-fsync", "client-cert-auth", "peer-client-cert-auth",
-              "strict-reconfig-check"}
+              "strict-reconfig-check", "force-new-cluster"}
 
 
 class ConfigError(ValueError):
@@ -148,6 +148,7 @@ class Config:
     heartbeat_ms: int = 100  # --heartbeat-interval: the Raft tick
     election_ms: int = 1000  # --election-timeout: a whole number of ticks (rounded down)
     strict_reconfig_check: bool = True  # refuse member changes that endanger quorum
+    force_new_cluster: bool = False  # make this member's data a one-member cluster
     client_tls: ClientTLS | None = None
     peer_tls: PeerTLS | None = None
     dbus: str = "auto"  # --dbus: system, none or auto
@@ -321,6 +322,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
         heartbeat_ms=heartbeat_ms,
         election_ms=election_ms,
         strict_reconfig_check=boolean("strict-reconfig-check", True),
+        force_new_cluster=boolean("force-new-cluster", False),
         client_tls=_client_tls(listen_client, value, boolean),
         peer_tls=_peer_tls(listen_peer + advertise_peer, value, boolean),
         dbus=dbus,

@@ -62,6 +62,7 @@ from flotilla.daemons.kv.store import DEFAULT_HISTORY_BYTES, Event, Store
 from flotilla.daemons.raft import tls
 from flotilla.daemons.raft.messages import NONE, ConfChangeType, NotLeader, ProposalDropped, Role
 from flotilla.daemons.raft.node import ProposalTimeout, RaftShell, ShellConfig
+from flotilla.daemons.raft.recover import force_new_cluster
 from flotilla.daemons.raft.transport import QueryError, query_peer
 
 log = logging.getLogger(__name__)
@@ -735,10 +736,39 @@ def raft_proposer_from_config(config: Config, identity: Identity | None = None
     return proposer
 
 
+def force_new_cluster_data(config: Config, identity: Identity) -> Identity:
+    """``--force-new-cluster``: this member's data becomes a one-member cluster.
+
+    For a cluster that lost its majority for good; see `raft.recover`. Keys, indexes and
+    the cluster id are kept; the other members are removed by committed entries, so they
+    disappear from ``/v2/members`` too. Without Raft data (a new member) there is
+    nothing to rewrite and the member starts as usual.
+    """
+    data_dir = Path(config.data_dir)
+    if not _has_raft_data(data_dir):
+        return identity
+    try:
+        outcome = force_new_cluster(data_dir / RAFT_DIR, identity.member_id,
+                                    fsync=config.fsync)
+    except ValueError as err:
+        raise ConfigError(f"--force-new-cluster: {err}") from None
+    removed = ", ".join(f"{m:x}" for m in outcome.removed) or "none"
+    print(f"kvd {config.name}: forced a new one-member cluster from {data_dir} at index "
+          f"{outcome.commit} (members removed: {removed}; uncommitted entries dropped: "
+          f"{outcome.dropped})", file=sys.stderr, flush=True)
+    own = identity.peers.get(identity.member_id) or sorted(config.initial_advertise_peer_urls)
+    alone = Identity(identity.member_id, identity.cluster_id, {identity.member_id: own},
+                     joined=False)
+    save_identity(data_dir, alone)
+    return alone
+
+
 async def raft_member(config: Config, info: Any) -> RaftProposer:
     """The Raft member for ``serve``: resolves its identity and sets ``info``'s ids."""
     _server_ssl, client_ssl = peer_ssl_contexts(config.peer_tls)
     identity = await resolve_identity(config, client_ssl)
+    if config.force_new_cluster:
+        identity = await asyncio.to_thread(force_new_cluster_data, config, identity)
     proposer = raft_proposer_from_config(config, identity)
     info.member.id = identity.member_id
     info.cluster_id = identity.cluster_id
