@@ -4,7 +4,8 @@ People and scripts already know ``ETCDCTL_API=2 etcdctl``: its command names, it
 the ``simple``, ``json`` and ``extended`` formats, its ``Error:  <code>: <message>
 (<cause>) [<index>]`` lines and its exit codes (1 bad arguments, 2 no endpoint reachable,
 4 server error, 5 cluster unhealthy). kvctl keeps all of them so scripts do not change.
-It talks plain HTTP to any etcd v2 compatible endpoint, trying each given endpoint in turn.
+It talks HTTP, or HTTPS with etcdctl's TLS flags, to any etcd v2 compatible endpoint, trying
+each given endpoint in turn.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import requests
@@ -41,13 +44,70 @@ class Unreachable(Exception):
     """No endpoint answered."""
 
 
+@dataclass(frozen=True, slots=True)
+class ClientTLS:
+    """etcdctl's ``--cert-file``, ``--key-file`` and ``--ca-file``, checked readable."""
+
+    cert_file: str = ""
+    key_file: str = ""
+    ca_file: str = ""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ClientTLS | None:
+        """None when no TLS flag is given; ValueError naming the flag when one is wrong."""
+        tls = cls(args.cert_file, args.key_file, args.ca_file)
+        if not (tls.cert_file or tls.key_file or tls.ca_file):
+            return None
+        if bool(tls.cert_file) != bool(tls.key_file):
+            given, missing = (("--cert-file", "--key-file") if tls.cert_file
+                              else ("--key-file", "--cert-file"))
+            raise ValueError(f"{given} needs {missing}")
+        for flag, path in (("--cert-file", tls.cert_file), ("--key-file", tls.key_file),
+                           ("--ca-file", tls.ca_file)):
+            if path:
+                try:
+                    with open(path, "rb"):
+                        pass
+                except OSError as err:
+                    raise ValueError(f"{flag}: {err.strerror}: {path}") from None
+        return tls
+
+
+GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def go_duration(text: str) -> float:
+    """Seconds in a Go duration (``2s``, ``1m30s``, ``500ms``) as etcdctl takes them; a
+    bare number is read as seconds."""
+    text = text.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        parts = GO_DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise argparse.ArgumentTypeError(f"invalid duration {text!r}") from None
+        seconds = sum(float(n) * GO_UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: must be positive")
+    return seconds
+
+
 class Client:
     """A tiny etcd v2 keys client that fails over between endpoints."""
 
-    def __init__(self, endpoints: list[str], timeout: float | None = 5.0) -> None:
+    def __init__(self, endpoints: list[str], timeout: float | None = 5.0,
+                 tls: ClientTLS | None = None) -> None:
         self.endpoints = endpoints
         self.timeout = timeout
         self.session = requests.Session()
+        # Given with every request: requests lets REQUESTS_CA_BUNDLE override a
+        # session-wide verify, and an explicit --ca-file must win over the environment.
+        self.tls_options: dict[str, Any] = {}
+        if tls is not None:
+            self.tls_options["verify"] = tls.ca_file or True  # system CAs without --ca-file
+            if tls.cert_file:
+                self.tls_options["cert"] = (tls.cert_file, tls.key_file)
 
     def request(self, method: str, path: str, params: dict[str, str] | None = None,
                 data: dict[str, str] | str | None = None, timeout: float | None = -1.0,
@@ -57,7 +117,8 @@ class Client:
             try:
                 return self.session.request(
                     method, endpoint.rstrip("/") + path, params=params, data=data,
-                    headers=headers, timeout=self.timeout if timeout == -1.0 else timeout)
+                    headers=headers, timeout=self.timeout if timeout == -1.0 else timeout,
+                    **self.tls_options)
             except requests.RequestException as err:
                 errors.append(f"error #{number}: {_reason(err)}")
         raise Unreachable("client: etcd cluster is unavailable or misconfigured; "
@@ -335,7 +396,8 @@ def cmd_cluster_health(client: Client, args: argparse.Namespace) -> None:
         ok = False
         for url in urls:
             try:
-                resp = requests.get(url.rstrip("/") + "/health", timeout=2)
+                resp = client.session.get(url.rstrip("/") + "/health", timeout=client.timeout,
+                                          **client.tls_options)
                 if resp.ok and resp.json().get("health") in ("true", True):
                     print(f"member {m['id']} is healthy: got healthy result from {url}")
                     ok = True
@@ -366,7 +428,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated list of endpoints")
     parser.add_argument("--output", "-o", default="simple",
                         choices=["simple", "json", "extended"])
-    parser.add_argument("--timeout", type=float, default=2.0)
+    parser.add_argument("--timeout", type=go_duration, default=2.0,
+                        help="timeout of each request (a Go duration, default 2s)")
+    parser.add_argument("--total-timeout", type=go_duration, default=5.0,
+                        help="upper bound of any one request's timeout (default 5s)")
+    env = os.environ
+    parser.add_argument("--cert-file", default=env.get("ETCDCTL_CERT_FILE", ""),
+                        help="TLS client certificate (ETCDCTL_CERT_FILE)")
+    parser.add_argument("--key-file", default=env.get("ETCDCTL_KEY_FILE", ""),
+                        help="its private key (ETCDCTL_KEY_FILE)")
+    parser.add_argument("--ca-file", default=env.get("ETCDCTL_CA_FILE", ""),
+                        help="CA bundle that verifies the server (ETCDCTL_CA_FILE)")
     parser.add_argument("--no-sync", action="store_true", help="accepted for etcdctl habits")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -441,8 +513,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exit_:
         return EXIT_BAD_ARGS if exit_.code not in (0, None) else 0
+    try:
+        tls = ClientTLS.from_args(args)
+    except ValueError as err:
+        fail(EXIT_BAD_ARGS, err)
     client = Client([e.strip() for e in args.endpoints.split(",") if e.strip()],
-                    timeout=args.timeout)
+                    timeout=min(args.timeout, args.total_timeout), tls=tls)
     try:
         args.func(client, args)
     except ServerError as err:

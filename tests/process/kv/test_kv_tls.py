@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import ipaddress
 import subprocess
 import sys
@@ -98,3 +99,55 @@ def test_https_without_certificate_is_a_named_config_error(tmp_path: Path) -> No
     assert proc.returncode == 2
     assert "--cert-file" in proc.stderr
 
+
+
+def _kvctl(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flotilla.daemons.kvctl", *argv],
+                          capture_output=True, text=True, timeout=30, cwd=REPO,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.timeout(90)
+def test_kvctl_speaks_tls_with_etcdctls_flags_and_variables(tmp_path: Path, pki: Path) -> None:
+    port = free_port(HOST)
+    url = f"https://{HOST}:{port}"
+    client = (str(pki / "client.crt"), str(pki / "client.key"))
+    server = start_kvd(tmp_path, HOST, "--cert-file", str(pki / "server.crt"),
+                       "--key-file", str(pki / "server.key"), "--trusted-ca-file",
+                       str(pki / "ca.crt"), "--client-cert-auth",
+                       "--advertise-client-urls", url, port=port, ready_url=url,
+                       ready_verify=str(pki / "ca.crt"), ready_cert=client, scheme="https")
+    flags = ["--endpoints", url, "--ca-file", str(pki / "ca.crt"),
+             "--cert-file", client[0], "--key-file", client[1]]
+    try:
+        done = _kvctl(*flags, "set", "/tls/a", "one")
+        assert (done.returncode, done.stdout) == (0, "one\n"), done.stderr
+        done = _kvctl("--endpoints", url, "get", "/tls/a",
+                      env={"ETCDCTL_CA_FILE": str(pki / "ca.crt"),
+                           "ETCDCTL_CERT_FILE": client[0], "ETCDCTL_KEY_FILE": client[1]})
+        assert (done.returncode, done.stdout) == (0, "one\n"), done.stderr
+        health = _kvctl(*flags, "cluster-health")
+        assert health.returncode == 0, health.stdout + health.stderr
+        assert "got healthy result from " + url in health.stdout
+        # Without a client certificate the server turns kvctl away: no endpoint answered.
+        refused = _kvctl("--endpoints", url, "--ca-file", str(pki / "ca.crt"),
+                         "get", "/tls/a")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        # A server certificate from another CA is not trusted.
+        untrusted = _kvctl("--endpoints", url, "--ca-file", str(pki / "other-ca.crt"),
+                           "--cert-file", client[0], "--key-file", client[1], "get", "/tls/a")
+        assert untrusted.returncode == 2
+    finally:
+        server.stop()
+
+
+def test_kvctl_tls_flags_are_checked_before_any_request(pki: Path) -> None:
+    missing = _kvctl("--cert-file", str(pki / "client.crt"), "get", "/a")
+    assert missing.returncode == 1 and "--cert-file needs --key-file" in missing.stderr
+    unreadable = _kvctl("--ca-file", str(pki / "absent.crt"), "get", "/a")
+    assert unreadable.returncode == 1
+    assert "--ca-file: No such file or directory" in unreadable.stderr
+    duration = _kvctl("--timeout", "1m30s", "--endpoints", "http://127.0.0.1:9", "get", "/a")
+    assert duration.returncode == 2  # parsed, then nothing answered
+    bad = _kvctl("--timeout", "soon", "get", "/a")
+    assert bad.returncode == 1 and "invalid duration 'soon'" in bad.stderr
