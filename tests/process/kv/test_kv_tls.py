@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime
-import os
 import ipaddress
+import os
 import subprocess
 import sys
 from pathlib import Path
