@@ -29,6 +29,8 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import dataclasses
+import gc
 import json
 import logging
 import os
@@ -59,6 +61,8 @@ from .messages import (
     ProposalDropped,
     Ready,
     Role,
+    Snapshot,
+    SnapshotMeta,
     early_messages,
 )
 from .storage import DiskStorage, StorageCorruptError
@@ -168,6 +172,8 @@ class RaftShell:
         self._last_snapshot = 0
         #: (term, vote) known to be on disk; see `_send_before_persist`
         self._durable_vote: tuple[int, int] = (0, NONE)
+        #: the snapshot whose bytes live only in its file (see `_keep_snapshot_on_disk_only`)
+        self._snapshot_on_disk = SnapshotMeta()
         #: (commit index, since, last warned) while a leader's log runs ahead of its commit
         self._stall: tuple[int, float, float] | None = None
         self.storage: DiskStorage | None = None
@@ -209,6 +215,10 @@ class RaftShell:
         )
         if cfg.campaign_at_start and self.core.voters == {cfg.node_id}:
             self.core.campaign()
+        # What was read at opening has been handed over; its snapshot bytes need not stay.
+        self.storage.persisted = dataclasses.replace(
+            persisted, snapshot=Snapshot(persisted.snapshot.meta))
+        self._keep_snapshot_on_disk_only()
         self.transport = PeerTransport(
             node_id=cfg.node_id,
             cluster=cfg.cluster,
@@ -491,14 +501,21 @@ class RaftShell:
         for m in rd.messages:
             if early and m.type in EARLY_TYPES:
                 continue  # already sent
-            transport.send(m)
             if m.type is MessageType.SNAP:
+                full = self._with_snapshot_data(m)
+                if full is None:
+                    core.report_snapshot(m.to, False)
+                    continue
+                transport.send(full)
                 core.report_snapshot(m.to, True)
+                continue
+            transport.send(m)
         if rd.snapshot is not None and rd.snapshot.meta.index > self.applied:
             self._restore(rd.snapshot.data)
             self.applied = self._last_snapshot = rd.snapshot.meta.index
             self.applied_term = rd.snapshot.meta.term
             self.stats.snapshots_installed += 1
+            self._keep_snapshot_on_disk_only()
         for entry in rd.committed_entries:
             if entry.index <= self.applied:
                 continue
@@ -609,15 +626,56 @@ class RaftShell:
         core, storage = self.core, self.storage
         assert core is not None and storage is not None
         index = self.applied
-        data = _pack({"app": self.sm.snapshot(), "peers": {
-            str(k): list(v) for k, v in self.addresses.items()
-        }})
+        # The event loop stands still while the state is copied, so heartbeats wait
+        # too. Copying creates one small object per key and event, and with the
+        # collector on each batch of them triggers a pass over the whole heap: a
+        # 100,000-key store with its event history took 0.77 s instead of 0.18 s.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            data = _pack({"app": self.sm.snapshot(), "peers": {
+                str(k): list(v) for k, v in self.addresses.items()
+            }})
+        finally:
+            if collecting:
+                gc.enable()
         snap = core.compact(index, data)
+        del data
         await asyncio.get_running_loop().run_in_executor(
             self._executor, storage.save_local_snapshot, snap
         )
         self._last_snapshot = index
         self.stats.snapshots_taken += 1
+        self._keep_snapshot_on_disk_only()
+
+    def _keep_snapshot_on_disk_only(self) -> None:
+        """Drop the latest snapshot's bytes from memory once its file is durable.
+
+        The core keeps its snapshot only to send it to a follower that fell behind the
+        compacted log, which is rare, while the bytes (the whole serialised state) would
+        stay resident for good; `_with_snapshot_data` reads them back when needed.
+        """
+        core, storage = self.core, self.storage
+        assert core is not None and storage is not None
+        snap = core.log.snapshot
+        if snap.data and snap.meta == storage.snapshot_meta:
+            core.log.snapshot = Snapshot(snap.meta)
+            self._snapshot_on_disk = snap.meta
+
+    def _with_snapshot_data(self, m: Message) -> Message | None:
+        """``m`` with its snapshot's bytes, read back from disk if they were dropped;
+        None if they cannot be read (the core is told, and probes the follower again)."""
+        snap = m.snapshot
+        if snap is None or snap.data or snap.meta != self._snapshot_on_disk:
+            return m
+        storage = self.storage
+        assert storage is not None
+        try:
+            return dataclasses.replace(m, snapshot=storage.read_snapshot(snap.meta))
+        except (OSError, StorageCorruptError) as exc:
+            log.error("node %d: cannot send snapshot %d to %d: %s", self.cfg.node_id,
+                      snap.meta.index, m.to, exc)
+            return None
 
     def _restore(self, data: bytes) -> None:
         if not data:

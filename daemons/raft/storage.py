@@ -275,6 +275,10 @@ class DiskStorage:
         self._release_segments()
         self._prune_snapshot_files()
 
+    def read_snapshot(self, meta: SnapshotMeta) -> Snapshot:
+        """The snapshot saved for ``meta``, read back from its file (checked)."""
+        return _read_snapshot(self.snap_dir / snapshot_file_name(meta), meta)
+
     def close(self) -> None:
         self._wal.close()
 

@@ -110,3 +110,35 @@ def test_membership_refused_on_a_follower_names_the_leader(tmp_path: Path) -> No
             await s.stop()
 
     asyncio.run(go())
+
+
+@pytest.mark.timeout(60)
+def test_snapshot_bytes_live_on_disk_and_are_read_back_to_be_sent(tmp_path: Path) -> None:
+    """A taken snapshot is not kept in memory; a SNAP to a follower gets it from its file."""
+    from flotilla.daemons.raft.messages import Message, MessageType
+
+    async def go() -> None:
+        shell, _ = single(tmp_path, snapshot_every=50)
+        await shell.start()
+        await until_leader(shell)
+        for i in range(120):
+            await shell.propose(f"v{i}".encode())
+        assert shell.stats.snapshots_taken >= 2
+        kept = shell.core.log.snapshot
+        assert kept.meta.index >= 100 and kept.data == b""
+        on_disk = shell.storage.read_snapshot(kept.meta)
+        assert on_disk.data  # the state, with every value up to the snapshot
+        snap = Message(MessageType.SNAP, to=2, from_=1, term=shell.core.term, snapshot=kept)
+        sent = shell._with_snapshot_data(snap)
+        assert sent is not None and sent.snapshot == on_disk
+        await shell.stop()
+
+        again, sm2 = single(tmp_path, snapshot_every=50)
+        await again.start()
+        assert again.core.log.snapshot.data == b""  # also dropped after a restart
+        assert again.storage.persisted.snapshot.data == b""
+        await until_leader(again)
+        assert sm2.values == [f"v{i}" for i in range(120)]
+        await again.stop()
+
+    asyncio.run(go())
