@@ -33,6 +33,7 @@ from flotilla.daemons.kvclient import (
 )
 
 from . import model
+from .presence import PresenceDamper
 from .registry import ENGINE_VERSION, Registry, ints_to_hash, machines_from_nodes
 from .scheduler import (
     Assignment,
@@ -76,8 +77,13 @@ def collectable(
 
 class Engine:
     def __init__(self, registry: Registry, machine_id: str, *, interval: float = 2.0,
-                 cpu_clock: Callable[[], float] = time.process_time) -> None:
+                 agent_ttl: float = 30.0,
+                 cpu_clock: Callable[[], float] = time.process_time,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
+        #: departures are judged against machines seen before: see `presence`
+        self.presence = PresenceDamper(hold_seconds=2 * agent_ttl)
+        self.clock = clock
         self.kv = registry.kv
         self.keys = registry.keys
         self.machine_id = machine_id
@@ -121,6 +127,8 @@ class Engine:
         except NodeExist:
             return False
         except (KeyNotFound, EtcdError, ClusterUnavailable) as error:
+            if isinstance(error, ClusterUnavailable):
+                self.presence.note_store_trouble(self.clock())
             if self.lease_index is not None:
                 log.warning("engine lost leadership: %s", error)
             self.lease_index = None
@@ -225,6 +233,11 @@ class Engine:
                         continue
                 elif was_leader and not leader:
                     await self._stop_mirrors()
+            mirror = self._machines_mirror
+            if not self.is_leader and mirror is not None and mirror.ready.is_set():
+                # A waiting engine follows presence too, so that if it takes over right
+                # after a store outage it knows which machines were there before.
+                self.presence.machines(self._present_machines(), self.clock())
             if self.is_leader:
                 self._wake.clear()
                 try:
@@ -300,9 +313,14 @@ class Engine:
             jobs[name] = Job(name, state, requirements, unit_hash)
             if fields[name].get("target"):
                 schedule[name] = fields[name]["target"]
-        states = machines_from_nodes(self.keys, list(self._machines_mirror.nodes.values()))
-        machines = {m: Machine(m, dict(s.metadata), s.public_ip) for m, s in states.items()}
+        machines = self.presence.machines(self._present_machines(), self.clock())
         return machines, jobs, schedule
+
+    def _present_machines(self) -> dict[str, Machine]:
+        """Machines whose presence key exists, from the machines mirror."""
+        assert self._machines_mirror is not None
+        states = machines_from_nodes(self.keys, list(self._machines_mirror.nodes.values()))
+        return {m: Machine(m, dict(s.metadata), s.public_ip) for m, s in states.items()}
 
     def _requirements_of(self, name: str, unit_hash: str) -> model.Requirements | None:
         """Parsed once per (unit, file): a unit's file never changes under its hash."""

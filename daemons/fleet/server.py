@@ -124,7 +124,8 @@ class FleetServer:
         await self.agent.start()
         if not self.config.disable_engine:
             self.engine = Engine(self.registry, self.machine.id,
-                                 interval=self.config.engine_reconcile_interval)
+                                 interval=self.config.engine_reconcile_interval,
+                                 agent_ttl=self.config.agent_ttl)
             self._engine_task = asyncio.create_task(self.engine.run(), name="engine")
 
     async def _stop_components(self, purge: bool | None) -> None:

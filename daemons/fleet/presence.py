@@ -1,0 +1,76 @@
+"""Telling a store outage from dying machines.
+
+A machine is present while its TTL key in the store is; the engine moves the units of a
+machine whose key went away. When the store itself stalls for longer than the keys'
+TTL (lost quorum, a long election, a stopped etcd), no agent can refresh its key, and
+when the store comes back it expires all of them at once. fleet then unscheduled every
+unit in the cluster and scheduled them again as the agents re-registered one by one:
+every service restarted, often on the same machine (fleet issues #1289, #1308, #1690).
+
+The engine therefore schedules against `PresenceDamper.machines` instead of the raw
+presence keys. While at least half of the machines it last believed in are present,
+departures are believed at once, so a dead machine's units move after agent_ttl as
+before. When more than half vanish together, that is far likelier to be the store than
+the machines: they are kept, with their units, for ``hold_seconds`` (two agent TTLs,
+time enough for every agent to register again), counted from the last time the engine
+itself failed to reach the store. The hold ends as soon as all of them are back, and
+those still missing when it runs out are believed gone, so a real mass failure costs
+one hold of delay, never a unit stuck for good. This is the same judgement as
+Kubernetes' node controller, which stops evicting pods when most nodes of a zone look
+unhealthy at once.
+
+Pure logic: the caller passes the present machines and the time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from .scheduler import Machine
+
+log = logging.getLogger("fleet.presence")
+
+
+@dataclass
+class PresenceDamper:
+    hold_seconds: float
+    #: the machines believed present (what departures are measured against)
+    believed: dict[str, Machine] = field(default_factory=dict)
+    #: when a mass departure began to be held, or None
+    held_since: float | None = None
+
+    def machines(self, present: dict[str, Machine], now: float) -> dict[str, Machine]:
+        """The machines to schedule against, given those whose keys exist at ``now``."""
+        missing = [machine for machine in self.believed if machine not in present]
+        if not missing or (self.held_since is None
+                           and 2 * len(missing) <= len(self.believed)):
+            if self.held_since is not None:
+                log.info("every machine is present again; scheduling resumes")
+            return self._believe(present)
+        if self.held_since is None:
+            self.held_since = now
+            log.warning("%d of %d machines left at once: treating it as a store outage "
+                        "and keeping their units for up to %.0fs",
+                        len(missing), len(self.believed), self.hold_seconds)
+        if now - self.held_since >= self.hold_seconds:
+            log.warning("%d machines did not come back within %.0fs: moving their units",
+                        len(missing), self.hold_seconds)
+            return self._believe(present)
+        # Missing machines keep what they had; machines that joined meanwhile count too.
+        return {**self.believed, **present}
+
+    def _believe(self, present: dict[str, Machine]) -> dict[str, Machine]:
+        self.held_since = None
+        self.believed = dict(present)
+        return dict(present)
+
+    def note_store_trouble(self, now: float) -> None:
+        """The store could not be reached at ``now``: a hold lasts until ``hold_seconds``
+        after the store is back, since agents cannot register again before that."""
+        if self.held_since is not None:
+            self.held_since = max(self.held_since, now)
+
+    @property
+    def holding(self) -> bool:
+        return self.held_since is not None
