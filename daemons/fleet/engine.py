@@ -82,7 +82,7 @@ class Engine:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
         #: departures are judged against machines seen before: see `presence`
-        self.presence = PresenceDamper(hold_seconds=2 * agent_ttl)
+        self.presence = PresenceDamper(hold_seconds=2 * agent_ttl, outage_seconds=agent_ttl / 2)
         self.clock = clock
         self.kv = registry.kv
         self.keys = registry.keys
@@ -123,12 +123,16 @@ class Engine:
                 reply = await self.kv.set(key, self._lease_value(), ttl=self.lease_ttl,
                                           prev_index=self.lease_index)
             self.lease_index = reply.node.modified_index
+            self.presence.note_store_ok()
             return True
         except NodeExist:
+            self.presence.note_store_ok()
             return False
         except (KeyNotFound, EtcdError, ClusterUnavailable) as error:
             if isinstance(error, ClusterUnavailable):
                 self.presence.note_store_trouble(self.clock())
+            else:
+                self.presence.note_store_ok()
             if self.lease_index is not None:
                 log.warning("engine lost leadership: %s", error)
             self.lease_index = None

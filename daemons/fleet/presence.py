@@ -11,9 +11,11 @@ The engine therefore schedules against `PresenceDamper.machines` instead of the 
 presence keys. While at least half of the machines it last believed in are present,
 departures are believed at once, so a dead machine's units move after agent_ttl as
 before. When more than half vanish together, that is far likelier to be the store than
-the machines: they are kept, with their units, for ``hold_seconds`` (two agent TTLs,
-time enough for every agent to register again), counted from the last time the engine
-itself failed to reach the store. The hold ends as soon as all of them are back, and
+the machines, and so is any departure the engine sees while, or shortly after, it could
+not reach the store itself for longer than the agents' refresh period: such machines
+are kept, with their units, for ``hold_seconds`` (two agent TTLs, time enough for every
+agent to register again), counted from the last time the engine itself failed to reach
+the store. The hold ends as soon as all of them are back, and
 those still missing when it runs out are believed gone, so a real mass failure costs
 one hold of delay, never a unit stuck for good. This is the same judgement as
 Kubernetes' node controller, which stops evicting pods when most nodes of a zone look
@@ -35,24 +37,33 @@ log = logging.getLogger("fleet.presence")
 @dataclass
 class PresenceDamper:
     hold_seconds: float
+    #: how long the store must be out of reach before presence keys may have lapsed
+    #: because of it (agents refresh theirs every agent_ttl / 2)
+    outage_seconds: float = 0.0
     #: the machines believed present (what departures are measured against)
     believed: dict[str, Machine] = field(default_factory=dict)
-    #: when a mass departure began to be held, or None
+    #: when a departure began to be held, or None
     held_since: float | None = None
+    _trouble_since: float | None = None  # first failure of the current run of them
+    _outage_at: float | None = None  # last failure of a run long enough to lapse keys
 
     def machines(self, present: dict[str, Machine], now: float) -> dict[str, Machine]:
         """The machines to schedule against, given those whose keys exist at ``now``."""
         missing = [machine for machine in self.believed if machine not in present]
-        if not missing or (self.held_since is None
-                           and 2 * len(missing) <= len(self.believed)):
+        if not missing:
             if self.held_since is not None:
                 log.info("every machine is present again; scheduling resumes")
             return self._believe(present)
+        after_outage = self._outage_at is not None and now - self._outage_at < self.hold_seconds
+        mass = 2 * len(missing) > len(self.believed)
+        if self.held_since is None and not (mass or after_outage):
+            return self._believe(present)
         if self.held_since is None:
             self.held_since = now
-            log.warning("%d of %d machines left at once: treating it as a store outage "
-                        "and keeping their units for up to %.0fs",
-                        len(missing), len(self.believed), self.hold_seconds)
+            why = "left at once" if mass else "left after the store was out of reach"
+            log.warning("%d of %d machines %s: treating it as a store outage and keeping "
+                        "their units for up to %.0fs", len(missing), len(self.believed), why,
+                        self.hold_seconds)
         if now - self.held_since >= self.hold_seconds:
             log.warning("%d machines did not come back within %.0fs: moving their units",
                         len(missing), self.hold_seconds)
@@ -66,10 +77,23 @@ class PresenceDamper:
         return dict(present)
 
     def note_store_trouble(self, now: float) -> None:
-        """The store could not be reached at ``now``: a hold lasts until ``hold_seconds``
-        after the store is back, since agents cannot register again before that."""
+        """The store could not be reached at ``now``.
+
+        Once it has been out of reach for ``outage_seconds``, departures seen until
+        ``hold_seconds`` after it is back are held however few they are (keys lapse one
+        by one as their refreshes fail). A hold lasts until ``hold_seconds`` after the
+        store is back, since agents cannot register again before that.
+        """
+        if self._trouble_since is None:
+            self._trouble_since = now
+        if now - self._trouble_since >= self.outage_seconds:
+            self._outage_at = now
         if self.held_since is not None:
             self.held_since = max(self.held_since, now)
+
+    def note_store_ok(self) -> None:
+        """The store answered: a run of failures, if any, is over."""
+        self._trouble_since = None
 
     @property
     def holding(self) -> bool:

@@ -62,7 +62,6 @@ from .messages import (
     Ready,
     Role,
     Snapshot,
-    SnapshotMeta,
     early_messages,
 )
 from .storage import DiskStorage, StorageCorruptError
@@ -172,8 +171,6 @@ class RaftShell:
         self._last_snapshot = 0
         #: (term, vote) known to be on disk; see `_send_before_persist`
         self._durable_vote: tuple[int, int] = (0, NONE)
-        #: the snapshot whose bytes live only in its file (see `_keep_snapshot_on_disk_only`)
-        self._snapshot_on_disk = SnapshotMeta()
         #: (commit index, since, last warned) while a leader's log runs ahead of its commit
         self._stall: tuple[int, float, float] | None = None
         self.storage: DiskStorage | None = None
@@ -660,13 +657,13 @@ class RaftShell:
         snap = core.log.snapshot
         if snap.data and snap.meta == storage.snapshot_meta:
             core.log.snapshot = Snapshot(snap.meta)
-            self._snapshot_on_disk = snap.meta
 
     def _with_snapshot_data(self, m: Message) -> Message | None:
-        """``m`` with its snapshot's bytes, read back from disk if they were dropped;
-        None if they cannot be read (the core is told, and probes the follower again)."""
+        """``m`` with its snapshot's bytes, read back from its file if they were dropped
+        (a snapshot without bytes is never sent: the follower would install an empty
+        state); None if they cannot be read (the core is told, and probes again)."""
         snap = m.snapshot
-        if snap is None or snap.data or snap.meta != self._snapshot_on_disk:
+        if snap is None or snap.data or snap.is_empty:
             return m
         storage = self.storage
         assert storage is not None

@@ -1,26 +1,35 @@
-"""A store that stalls for longer than agent_ttl must not restart every unit.
+"""A store out of reach for longer than agent_ttl must not restart every unit.
 
-No agent can refresh its presence key while the store is stalled; when the store
-resumes it expires every lapsed key in one go, and the engine finds all machines gone
-at once. fleet took that as all machines dying, unscheduled every unit and scheduled
-them again (its flapping complaint); fleetd holds such a mass departure as a store
-outage instead (see ``flotilla.daemons.fleet.presence``).
+No agent can refresh its presence key while the store is out of reach, so the keys
+lapse. fleet took the departures that follow as machines dying, unscheduled their units
+and scheduled them again as the agents registered anew (its flapping complaint);
+fleetd holds them as a store outage instead (see ``flotilla.daemons.fleet.presence``).
+Two ways a store goes away are covered:
+
+- it stalls (SIGSTOP) and, when it resumes, expires every lapsed key in one go;
+- requests cannot reach it (iptables drops packets to its client port) while it keeps
+  running, expiring keys one by one and streaming the expiries to the watching engines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from .harness import Etcd, running_cluster, wait_for
+from tests.process.kv_linearizable.nemesis import iptables, iptables_rules
+
+from .harness import Cluster, Etcd, running_cluster, wait_for
 
 UNIT = ("[Unit]\nDescription=outage test\n\n[Service]\nExecStart=/bin/sleep 1000\n\n"
         "[X-Fleet]\nConflicts=keep@*.service\n")
 AGENT_TTL = 2.0
-STALL = 5.0  # longer than agent_ttl, so every presence key has lapsed when it ends
+OUTAGE = 5.0  # longer than agent_ttl, so every presence key has lapsed when it ends
 ATTEMPTS = 3
 
 
@@ -33,7 +42,7 @@ def stops(node) -> list[str]:
 
 
 @pytest.fixture
-def etcd():
+def etcd() -> Iterator[Etcd]:
     server = Etcd("127.0.0.36").start()
     try:
         yield server
@@ -43,31 +52,69 @@ def etcd():
         server.stop()
 
 
+@contextlib.contextmanager
+def requests_dropped(store: Etcd) -> Iterator[None]:
+    """Drop packets to the store's client port (a chain of our own, always removed)."""
+    chain = f"FLT-OUTAGE-{os.getpid()}"
+    before = iptables_rules()
+    try:
+        for argv in (("-N", chain), ("-I", "INPUT", "-j", chain),
+                     ("-A", chain, "-p", "tcp", "-d", store.host, "--dport",
+                      str(store.client_port), "-j", "DROP")):
+            result = iptables(*argv)
+            assert result.returncode == 0, result.stderr
+        yield
+    finally:
+        while iptables("-D", "INPUT", "-j", chain).returncode == 0:
+            pass
+        iptables("-F", chain)
+        iptables("-X", chain)
+        assert iptables_rules() == before
+
+
+def stall(store: Etcd) -> None:
+    assert store.proc is not None
+    store.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(OUTAGE)
+    finally:
+        store.proc.send_signal(signal.SIGCONT)
+
+
+def cut_off(store: Etcd) -> None:
+    with requests_dropped(store):
+        time.sleep(OUTAGE)
+
+
+def placed_units(cluster: Cluster) -> dict[str, str]:
+    names = [cluster.write_unit(f"keep@{i}.service", UNIT) for i in range(3)]
+    cluster.fleetctl("start", "--block-attempts=15", *names)
+    wait_for(lambda: len(set(cluster.running().values())) == 3, 15,
+             "three units on three machines")
+    return cluster.running()
+
+
 @pytest.mark.timeout(150)
-def test_units_stay_put_through_a_store_stall_longer_than_agent_ttl(etcd: Etcd) -> None:
+@pytest.mark.parametrize("outage", [stall, cut_off], ids=["stall", "cut-off"])
+def test_units_stay_put_through_a_store_outage_longer_than_agent_ttl(etcd: Etcd,
+                                                                    outage) -> None:
     with running_cluster(etcd, agent_ttl=f"{AGENT_TTL:.0f}s", interval=0.5) as cluster:
-        names = [cluster.write_unit(f"keep@{i}.service", UNIT) for i in range(3)]
-        cluster.fleetctl("start", "--block-attempts=15", *names)
-        wait_for(lambda: len(set(cluster.running().values())) == 3, 15,
-                 "three units on three machines")
-        placed = cluster.running()
+        placed = placed_units(cluster)
 
         def all_back() -> bool:
             listed = cluster.fleetctl("list-machines", "--no-legend", "--full").stdout
             return all(node.machine_id in listed for node in cluster.nodes)
 
         try:
-            # A refresh already queued in the stalled store's socket may land before the
-            # store's own expiry sweep when it resumes; stall again until the keys lapse.
+            # A refresh already queued in a stalled store's socket may land before its
+            # own expiry sweep when it resumes: try again until the keys do lapse.
             for _ in range(ATTEMPTS):
-                etcd.proc.send_signal(signal.SIGSTOP)
-                time.sleep(STALL)
-                etcd.proc.send_signal(signal.SIGCONT)
+                outage(etcd)
                 wait_for(all_back, 20, "every machine to register again")
                 if "registering again" in "".join(node.log() for node in cluster.nodes):
                     break
             else:
-                pytest.fail(f"{ATTEMPTS} stalls did not expire the presence keys")
+                pytest.fail(f"{ATTEMPTS} outages did not expire the presence keys")
             watch_until = time.monotonic() + 2 * AGENT_TTL + 2
             while time.monotonic() < watch_until:
                 assert cluster.running() == placed

@@ -115,7 +115,7 @@ def test_membership_refused_on_a_follower_names_the_leader(tmp_path: Path) -> No
 @pytest.mark.timeout(60)
 def test_snapshot_bytes_live_on_disk_and_are_read_back_to_be_sent(tmp_path: Path) -> None:
     """A taken snapshot is not kept in memory; a SNAP to a follower gets it from its file."""
-    from flotilla.daemons.raft.messages import Message, MessageType
+    from flotilla.daemons.raft.messages import Message, MessageType, Snapshot, SnapshotMeta
 
     async def go() -> None:
         shell, _ = single(tmp_path, snapshot_every=50)
@@ -131,6 +131,11 @@ def test_snapshot_bytes_live_on_disk_and_are_read_back_to_be_sent(tmp_path: Path
         snap = Message(MessageType.SNAP, to=2, from_=1, term=shell.core.term, snapshot=kept)
         sent = shell._with_snapshot_data(snap)
         assert sent is not None and sent.snapshot == on_disk
+        # Never an empty state in place of one whose file is gone.
+        gone = Message(MessageType.SNAP, to=2, from_=1, term=shell.core.term,
+                       snapshot=Snapshot(SnapshotMeta(kept.meta.index + 1, kept.meta.term,
+                                                      kept.meta.voters)))
+        assert shell._with_snapshot_data(gone) is None
         await shell.stop()
 
         again, sm2 = single(tmp_path, snapshot_every=50)

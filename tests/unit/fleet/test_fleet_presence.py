@@ -6,6 +6,7 @@ from flotilla.daemons.fleet.presence import PresenceDamper
 from flotilla.daemons.fleet.scheduler import Machine
 
 HOLD = 6.0
+OUTAGE = 1.5
 
 
 def fleet(*ids: str) -> dict[str, Machine]:
@@ -13,7 +14,7 @@ def fleet(*ids: str) -> dict[str, Machine]:
 
 
 def damper_seeing(*ids: str) -> PresenceDamper:
-    damper = PresenceDamper(hold_seconds=HOLD)
+    damper = PresenceDamper(hold_seconds=HOLD, outage_seconds=OUTAGE)
     assert damper.machines(fleet(*ids), 0.0) == fleet(*ids)
     return damper
 
@@ -68,7 +69,7 @@ def test_machines_joining_during_a_hold_are_scheduled_on_with_fresh_metadata() -
 
 
 def test_an_empty_start_believes_whatever_appears() -> None:
-    damper = PresenceDamper(hold_seconds=HOLD)
+    damper = PresenceDamper(hold_seconds=HOLD, outage_seconds=OUTAGE)
     assert damper.machines({}, 0.0) == {}
     assert set(damper.machines(fleet("a"), 1.0)) == {"a"}
     assert not damper.holding
@@ -88,7 +89,38 @@ def test_the_hold_runs_from_the_end_of_the_store_outage() -> None:
     assert damper.machines({}, 2 * HOLD) == {}
 
 
-def test_store_trouble_without_a_hold_changes_nothing() -> None:
+def test_a_short_store_hiccup_changes_nothing() -> None:
     damper = damper_seeing("a", "b", "c")
     damper.note_store_trouble(5.0)
+    damper.note_store_trouble(5.0 + OUTAGE - 0.1)
+    damper.note_store_ok()
     assert set(damper.machines(fleet("a", "b"), 6.0)) == {"a", "b"}
+
+
+def test_after_a_long_outage_even_one_departure_is_held_until_it_returns() -> None:
+    damper = damper_seeing("a", "b", "c")
+    damper.note_store_trouble(5.0)
+    damper.note_store_trouble(5.0 + OUTAGE)  # out of reach for a whole refresh period
+    damper.note_store_ok()
+    assert set(damper.machines(fleet("a", "b"), 7.0)) == {"a", "b", "c"}
+    assert damper.holding
+    assert set(damper.machines(fleet("a", "b", "c"), 8.0)) == {"a", "b", "c"}
+    assert not damper.holding
+
+
+def test_a_departure_long_after_the_outage_is_believed() -> None:
+    damper = damper_seeing("a", "b", "c")
+    damper.note_store_trouble(5.0)
+    damper.note_store_trouble(5.0 + OUTAGE)
+    damper.note_store_ok()
+    assert set(damper.machines(fleet("a", "b"), 5.0 + OUTAGE + HOLD)) == {"a", "b"}
+
+
+def test_an_outage_hold_also_ends_when_it_runs_out() -> None:
+    damper = damper_seeing("a", "b", "c")
+    damper.note_store_trouble(5.0)
+    damper.note_store_trouble(7.0)
+    damper.note_store_ok()
+    damper.machines(fleet("a", "b"), 7.5)
+    assert set(damper.machines(fleet("a", "b"), 7.5 + HOLD)) == {"a", "b"}
+    assert not damper.holding
