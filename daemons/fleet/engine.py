@@ -123,20 +123,28 @@ class Engine:
                 reply = await self.kv.set(key, self._lease_value(), ttl=self.lease_ttl,
                                           prev_index=self.lease_index)
             self.lease_index = reply.node.modified_index
-            self.presence.note_store_ok()
+            self._store_answered()
             return True
         except NodeExist:
-            self.presence.note_store_ok()
+            self._store_answered()
             return False
         except (KeyNotFound, EtcdError, ClusterUnavailable) as error:
             if isinstance(error, ClusterUnavailable):
                 self.presence.note_store_trouble(self.clock())
             else:
-                self.presence.note_store_ok()
+                self._store_answered()
             if self.lease_index is not None:
                 log.warning("engine lost leadership: %s", error)
             self.lease_index = None
             return False
+
+    def _store_answered(self) -> None:
+        """After the store was out of reach, read presence (and jobs) afresh: the open
+        streams may still be stalled in TCP retransmission while the agents register."""
+        if self.presence.note_store_ok():
+            for mirror in (self._machines_mirror, self._jobs_mirror):
+                if isinstance(mirror, StreamMirror):
+                    mirror.resync()
 
     async def release(self) -> None:
         await self._stop_mirrors()

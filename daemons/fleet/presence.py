@@ -91,9 +91,11 @@ class PresenceDamper:
         if self.held_since is not None:
             self.held_since = max(self.held_since, now)
 
-    def note_store_ok(self) -> None:
-        """The store answered: a run of failures, if any, is over."""
+    def note_store_ok(self) -> bool:
+        """The store answered; True if that ends a run of failures."""
+        ended = self._trouble_since is not None
         self._trouble_since = None
+        return ended
 
     @property
     def holding(self) -> bool:

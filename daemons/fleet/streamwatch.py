@@ -85,6 +85,19 @@ class StreamMirror(Mirror):
     only the first past event and then skips to live ones (kvd sends them all).
     """
 
+    #: the open stream, closed by `resync`
+    _reply: aiohttp.ClientResponse | None = None
+
+    def resync(self) -> None:
+        """Close the stream so that it is opened again with a fresh list.
+
+        For a caller that knows the store was out of reach: a stream whose packets were
+        lost can sit in TCP retransmission for seconds after the store is back, showing
+        a copy that no longer moves.
+        """
+        if self._reply is not None:
+            self._reply.close()
+
     async def run(self) -> None:
         turn = 0
         while True:
@@ -108,30 +121,37 @@ class StreamMirror(Mirror):
         timeout = aiohttp.ClientTimeout(total=None, connect=client.request_timeout)
         client.request_count += 1
         async with client.session.get(url, params=params, timeout=timeout) as reply:
-            if reply.status != 200:
-                raw = await reply.read()
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    body = {}
-                if isinstance(body, dict) and "errorCode" in body:
-                    event_from_json(body)  # raises the store's error
-                raise EtcdError(0, f"HTTP {reply.status} on watch", "", 0, reply.status)
-            streamed_after = int(reply.headers.get("X-Etcd-Index", "0") or 0)
-            await self.relist()
-            listed_at = self.index
-            if listed_at < streamed_after:
-                raise EtcdError(0, f"list at index {listed_at} is older than the stream "
-                                f"({streamed_after}); listing again", "", 0, 0)
-            decoder = codecs.getincrementaldecoder("utf-8")()
-            pending = ""
-            async for chunk in reply.content.iter_any():
-                events, pending = split_events(pending + decoder.decode(chunk))
-                for body in events:
-                    event = event_from_json(body)
-                    if event.node.modified_index <= listed_at:
-                        continue  # already in the list
-                    self.index = max(self.index, event.node.modified_index)
-                    changes = self._apply(event)
-                    if changes:
-                        await self._emit(changes, False)
+            self._reply = reply
+            try:
+                await self._read_stream(reply)
+            finally:
+                self._reply = None
+
+    async def _read_stream(self, reply: aiohttp.ClientResponse) -> None:
+        if reply.status != 200:
+            raw = await reply.read()
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = {}
+            if isinstance(body, dict) and "errorCode" in body:
+                event_from_json(body)  # raises the store's error
+            raise EtcdError(0, f"HTTP {reply.status} on watch", "", 0, reply.status)
+        streamed_after = int(reply.headers.get("X-Etcd-Index", "0") or 0)
+        await self.relist()
+        listed_at = self.index
+        if listed_at < streamed_after:
+            raise EtcdError(0, f"list at index {listed_at} is older than the stream "
+                            f"({streamed_after}); listing again", "", 0, 0)
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        pending = ""
+        async for chunk in reply.content.iter_any():
+            events, pending = split_events(pending + decoder.decode(chunk))
+            for body in events:
+                event = event_from_json(body)
+                if event.node.modified_index <= listed_at:
+                    continue  # already in the list
+                self.index = max(self.index, event.node.modified_index)
+                changes = self._apply(event)
+                if changes:
+                    await self._emit(changes, False)

@@ -124,3 +124,12 @@ def test_an_outage_hold_also_ends_when_it_runs_out() -> None:
     damper.machines(fleet("a", "b"), 7.5)
     assert set(damper.machines(fleet("a", "b"), 7.5 + HOLD)) == {"a", "b"}
     assert not damper.holding
+
+
+def test_the_end_of_a_run_of_failures_is_reported_once() -> None:
+    damper = damper_seeing("a")
+    assert damper.note_store_ok() is False
+    damper.note_store_trouble(1.0)
+    damper.note_store_trouble(1.5)
+    assert damper.note_store_ok() is True
+    assert damper.note_store_ok() is False
