@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.process.kv.harness import REPO, free_port, start_kvd
+from tests.process.kv.harness import REPO, Server, free_port, start_kvd
 
 HOST = "127.0.0.66"
 
@@ -72,15 +72,23 @@ def test_https_listener_serves_tls_only(tmp_path: Path, pki: Path) -> None:
         server.stop()
 
 
-@pytest.mark.timeout(60)
-def test_client_certificates_required_with_client_cert_auth(tmp_path: Path, pki: Path) -> None:
+def start_with_client_auth(tmp_path: Path, pki: Path) -> tuple[Server, str, tuple[str, str]]:
+    """kvd on https requiring a client certificate from the test CA; returns the server,
+    its URL and the client's (certificate, key)."""
     port = free_port(HOST)
     url = f"https://{HOST}:{port}"
     client = (str(pki / "client.crt"), str(pki / "client.key"))
     server = start_kvd(tmp_path, HOST, "--cert-file", str(pki / "server.crt"),
                        "--key-file", str(pki / "server.key"), "--trusted-ca-file",
-                       str(pki / "ca.crt"), "--client-cert-auth", port=port, ready_url=url,
+                       str(pki / "ca.crt"), "--client-cert-auth",
+                       "--advertise-client-urls", url, port=port, ready_url=url,
                        ready_verify=str(pki / "ca.crt"), ready_cert=client, scheme="https")
+    return server, url, client
+
+
+@pytest.mark.timeout(60)
+def test_client_certificates_required_with_client_cert_auth(tmp_path: Path, pki: Path) -> None:
+    server, url, client = start_with_client_auth(tmp_path, pki)
     try:
         ok = requests.put(f"{url}/v2/keys/m", data={"value": "1"}, cert=client,
                           verify=str(pki / "ca.crt"), timeout=5)
@@ -109,14 +117,7 @@ def _kvctl(*argv: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 @pytest.mark.timeout(90)
 def test_kvctl_speaks_tls_with_etcdctls_flags_and_variables(tmp_path: Path, pki: Path) -> None:
-    port = free_port(HOST)
-    url = f"https://{HOST}:{port}"
-    client = (str(pki / "client.crt"), str(pki / "client.key"))
-    server = start_kvd(tmp_path, HOST, "--cert-file", str(pki / "server.crt"),
-                       "--key-file", str(pki / "server.key"), "--trusted-ca-file",
-                       str(pki / "ca.crt"), "--client-cert-auth",
-                       "--advertise-client-urls", url, port=port, ready_url=url,
-                       ready_verify=str(pki / "ca.crt"), ready_cert=client, scheme="https")
+    server, url, client = start_with_client_auth(tmp_path, pki)
     flags = ["--endpoints", url, "--ca-file", str(pki / "ca.crt"),
              "--cert-file", client[0], "--key-file", client[1]]
     try:
