@@ -22,7 +22,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.process.kv_linearizable.nemesis import iptables, iptables_rules
+from tests.process.kv_linearizable.nemesis import (
+    install_chain,
+    iptables,
+    iptables_rules,
+    remove_chain,
+)
 
 from .harness import Cluster, Etcd, running_cluster, wait_for
 
@@ -58,17 +63,13 @@ def requests_dropped(store: Etcd) -> Iterator[None]:
     chain = f"FLT-OUTAGE-{os.getpid()}"
     before = iptables_rules()
     try:
-        for argv in (("-N", chain), ("-I", "INPUT", "-j", chain),
-                     ("-A", chain, "-p", "tcp", "-d", store.host, "--dport",
-                      str(store.client_port), "-j", "DROP")):
-            result = iptables(*argv)
-            assert result.returncode == 0, result.stderr
+        install_chain(chain)
+        result = iptables("-A", chain, "-p", "tcp", "-d", store.host, "--dport",
+                          str(store.client_port), "-j", "DROP")
+        assert result.returncode == 0, result.stderr
         yield
     finally:
-        while iptables("-D", "INPUT", "-j", chain).returncode == 0:
-            pass
-        iptables("-F", chain)
-        iptables("-X", chain)
+        remove_chain(chain)
         assert iptables_rules() == before
 
 

@@ -127,6 +127,23 @@ def iptables_rules() -> list[str]:
     return result.stdout.splitlines()
 
 
+def install_chain(chain: str) -> None:
+    """Create ``chain`` and jump to it from INPUT (removed again if either step fails)."""
+    for argv in (("-N", chain), ("-I", "INPUT", "-j", chain)):
+        result = iptables(*argv)
+        if result.returncode != 0:
+            remove_chain(chain)
+            raise AssertionError(f"iptables {' '.join(argv)}: {result.stderr}")
+
+
+def remove_chain(chain: str) -> None:
+    """Delete the jump to ``chain`` and the chain itself; safe to call twice."""
+    while iptables("-D", "INPUT", "-j", chain).returncode == 0:
+        pass
+    iptables("-F", chain)
+    iptables("-X", chain)
+
+
 @dataclass
 class Partitioner(Nemesis):
     """Cut the Raft traffic between one member and the other two, then heal.
@@ -148,20 +165,13 @@ class Partitioner(Nemesis):
         return super().__enter__()  # type: ignore[return-value]
 
     def install(self) -> None:
-        for argv in (("-N", self.chain), ("-I", "INPUT", "-j", self.chain)):
-            result = iptables(*argv)
-            if result.returncode != 0:
-                self.remove()
-                raise AssertionError(f"iptables {' '.join(argv)}: {result.stderr}")
-            self.installed = True
+        install_chain(self.chain)
+        self.installed = True
         atexit.register(self.remove)
 
     def remove(self) -> None:
         """Deletes the jump and the chain; safe to call twice."""
-        while iptables("-D", "INPUT", "-j", self.chain).returncode == 0:
-            pass
-        iptables("-F", self.chain)
-        iptables("-X", self.chain)
+        remove_chain(self.chain)
         self.installed = False
 
     def isolate(self, member: Member) -> None:
