@@ -19,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flotilla.daemons.durable import StagedWrites, ensure_parent
+
 from . import plan
 from .accounts import Accounts
-from .fsutil import StagedWrites, ensure_parent
 from .systemd_api import HostnameControl, SystemdControl
 
 
@@ -38,6 +39,12 @@ class Host:
     systemd_seconds: float = 0.0
     tool_seconds: float = 0.0
     writes: StagedWrites = field(default_factory=lambda: StagedWrites())
+
+    def __post_init__(self) -> None:
+        # Paths come from the config: when applying to an image, a ``..`` or a link in
+        # it must not lead out of the image onto the host that runs us.
+        if self.root != Path("/") and self.writes.root is None:
+            self.writes.root = self.root
 
     def path(self, machine_path: str) -> Path:
         return self.root / machine_path.lstrip("/")

@@ -231,13 +231,13 @@ async def run(args: argparse.Namespace) -> int:
 
 async def run_script(text: str, host, workspace: Path) -> str:  # type: ignore[no-untyped-def]
     """Save the script (mode 0744) and run it as a transient unit after the config."""
-    from .fsutil import atomic_write
+    from flotilla.daemons.durable import write_atomic
 
     scripts = host.path(str(workspace / "scripts"))
     name = os.urandom(6).hex()
-    atomic_write(scripts / name, text.encode(), 0o744)
+    write_atomic(scripts / name, text.encode(), mode=0o744)
     unit = f"flotilla-cloudinit-{name}.service"
-    atomic_write(scripts / "unit-name", f"{unit}\n".encode(), 0o644)
+    write_atomic(scripts / "unit-name", f"{unit}\n".encode(), mode=0o644)
     _say(f"[change] run script as {unit}")
     await host.systemd.start_transient_service(unit, ["/bin/bash", str(workspace / "scripts" /
                                                                      name)])

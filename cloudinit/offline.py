@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from .fsutil import atomic_write
+from flotilla.daemons.durable import write_atomic
 
 UNIT_DIRS = ("etc/systemd/system", "run/systemd/system", "usr/lib/systemd/system",
              "lib/systemd/system", "etc/systemd/network", "run/systemd/network",
@@ -37,7 +37,8 @@ class OfflineSystemd:
             return {}
 
     def _save(self, state: dict[str, dict[str, str]]) -> None:
-        atomic_write(self.root / STATE_FILE, json.dumps(state, sort_keys=True).encode(), 0o644)
+        write_atomic(self.root / STATE_FILE, json.dumps(state, sort_keys=True).encode(),
+                     mode=0o644)
 
     def _find(self, name: str) -> Path | None:
         for directory in UNIT_DIRS:
@@ -120,4 +121,13 @@ class OfflineHostname:
             return ""
 
     async def set_static_hostname(self, hostname: str) -> None:
-        atomic_write(self.path, f"{hostname}\n".encode(), 0o644)
+        """Refuses what the hostnamed client refuses on a running machine, with its words:
+        a metadata hostname skips the cloud-config validator, and an image must not get
+        an /etc/hostname that hostnamed would never have written."""
+        from flotilla.daemons.systemd.hostnamed import valid_hostname
+
+        if not valid_hostname(hostname):
+            from .systemd_api import SystemdError
+
+            raise SystemdError(f"hostname {hostname}: invalid hostname {hostname!r}")
+        write_atomic(self.path, f"{hostname}\n".encode(), mode=0o644)

@@ -7,6 +7,9 @@ Two pure functions and no I/O:
   users and their keys, ``core``'s keys, files (write_files, oem-release, update.conf,
   /etc/hosts, flannel options), /etc/environment, units (user units, then the etcd, etcd2,
   fleet and locksmith drop-ins and the update units), one daemon-reload, unit commands.
+  The v1 ``coreos.etcd`` section configures kvd through ``etcd_v1``, with a note for each
+  etcd 0.4 option it renames; a unit the config names by a CoreOS name (``etcd.service``,
+  ``fleet.service``) is answered by the Flotilla unit that carries that alias.
 * :func:`reconcile` compares each action with an :class:`Observed` snapshot of the machine
   and says whether it changes anything. That is what makes a second run with the same
   input change nothing, and it is where a command on a unit that does not exist is refused
@@ -22,170 +25,41 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from . import schema
-from .config import CloudConfig, EnvSection, Unit, User
+from . import etcd_v1, flannel, schema
+from .actions import (
+    Action,
+    AliasUnit,
+    DaemonReload,
+    EnableUnit,
+    EnsureUser,
+    EtcHosts,
+    InstallKeys,
+    MaskUnit,
+    MergeEnvFile,
+    Note,
+    Refuse,
+    SetHostname,
+    UnitCommand,
+    UnmaskUnit,
+    WriteFile,
+    WriteUnitFile,
+)
+from .config import CloudConfig, EnvSection, Unit
 
 NETWORK_SUFFIXES = (".network", ".netdev", ".link")
 ACTIVE_STATES = ("active", "activating", "reloading")
 SSH_KEY_NAME = "coreos-cloudinit"
 OLD_KEYS = "old_authorized_keys"
 KEYS_HEADER = "# auto-generated from authorized_keys.d by flotilla-cloudinit\n"
+# CoreOS unit names and the Flotilla unit whose [Install] Alias= carries each. They exist
+# as names only once that unit is enabled, and etcd.service may be Debian's etcd instead.
+ALIASES = {"etcd.service": "kvd.service", "etcd2.service": "kvd.service",
+           "fleet.service": "fleetd.service"}
+ETCD_V1_DROP_IN = "20-cloudinit-etcd.conf"  # sorts before etcd2's 20-cloudinit.conf
 
 
 class PlanError(ValueError):
     """The config cannot be applied to this machine; nothing was changed."""
-
-
-# ---------------------------------------------------------------------------- actions
-
-
-@dataclass(frozen=True)
-class SetHostname:
-    hostname: str
-
-    def describe(self) -> str:
-        return f"set hostname {self.hostname}"
-
-
-@dataclass(frozen=True)
-class EnsureUser:
-    user: User
-    home: str
-
-    def describe(self) -> str:
-        return f"user {self.user.name}"
-
-    def useradd_args(self) -> list[str]:
-        """The useradd arguments, in the original's order, ending with the name."""
-        u = self.user
-        args = ["--password", u.passwd or "*"]
-        if u.gecos:
-            args += ["--comment", u.gecos]
-        if u.homedir:
-            args += ["--home-dir", u.homedir]
-        args.append("--no-create-home" if u.no_create_home else "--create-home")
-        if u.primary_group:
-            args += ["--gid", u.primary_group]
-        if u.groups:
-            args += ["--groups", ",".join(u.groups)]
-        if u.no_user_group:
-            args.append("--no-user-group")
-        if u.system:
-            args.append("--system")
-        if u.no_log_init:
-            args.append("--no-log-init")
-        if u.shell:
-            args += ["--shell", u.shell]
-        return [*args, u.name]
-
-
-@dataclass(frozen=True)
-class InstallKeys:
-    """Keys into ``~/.ssh/authorized_keys.d/<key_name>``, then the merged file rebuilt."""
-
-    user: str
-    key_name: str
-    keys: tuple[str, ...]
-
-    @property
-    def content(self) -> bytes:
-        return ("\n".join(k.strip() for k in self.keys) + "\n").encode()
-
-    def describe(self) -> str:
-        return f"ssh keys for {self.user} as {self.key_name} ({len(self.keys)} keys)"
-
-
-@dataclass(frozen=True)
-class WriteFile:
-    path: str
-    content: bytes
-    mode: int = 0o644
-    owner: str = ""
-
-    def describe(self) -> str:
-        owner = f" owner {self.owner}" if self.owner else ""
-        return f"write {self.path} mode {self.mode:04o}{owner} ({len(self.content)} bytes)"
-
-
-@dataclass(frozen=True)
-class EtcHosts:
-    """/etc/hosts = ``127.0.0.1 <hostname>``; the hostname is known only at reconcile."""
-
-    path: str = "/etc/hosts"
-
-    def describe(self) -> str:
-        return f"write {self.path} for localhost"
-
-
-@dataclass(frozen=True)
-class MergeEnvFile:
-    """KEY=value lines merged into an existing file (lines kept, keys replaced in place,
-    new keys appended sorted). ``fallback`` is read when ``path`` is missing."""
-
-    path: str
-    values: tuple[tuple[str, str], ...]
-    fallback: str = ""
-    prefix_match: bool = False
-
-    def describe(self) -> str:
-        keys = ",".join(k for k, _ in self.values)
-        return f"merge {keys} into {self.path}"
-
-
-@dataclass(frozen=True)
-class WriteUnitFile:
-    unit: str
-    path: str
-    content: bytes
-
-    def describe(self) -> str:
-        return f"write unit {self.path} ({len(self.content)} bytes)"
-
-
-@dataclass(frozen=True)
-class MaskUnit:
-    unit: str
-    path: str
-
-    def describe(self) -> str:
-        return f"mask {self.unit} ({self.path} -> /dev/null)"
-
-
-@dataclass(frozen=True)
-class UnmaskUnit:
-    unit: str
-    path: str
-
-    def describe(self) -> str:
-        return f"unmask {self.unit} ({self.path})"
-
-
-@dataclass(frozen=True)
-class EnableUnit:
-    unit: str
-    runtime: bool
-
-    def describe(self) -> str:
-        return f"enable {self.unit}" + (" (runtime)" if self.runtime else "")
-
-
-@dataclass(frozen=True)
-class DaemonReload:
-    def describe(self) -> str:
-        return "daemon-reload"
-
-
-@dataclass(frozen=True)
-class UnitCommand:
-    unit: str
-    command: str
-
-    def describe(self) -> str:
-        return f"{self.command} {self.unit}"
-
-
-Action = (SetHostname | EnsureUser | InstallKeys | WriteFile | EtcHosts | MergeEnvFile
-          | WriteUnitFile | MaskUnit | UnmaskUnit | EnableUnit | DaemonReload | UnitCommand)
 
 
 # ---------------------------------------------------------------------------- desired
@@ -224,14 +98,17 @@ def unit_dir(name: str, runtime: bool) -> str:
     return f"/{'run' if runtime else 'etc'}/systemd/{kind}"
 
 
-def _generated_units(cfg: CloudConfig) -> list[Unit]:
-    """The drop-in units for etcd, etcd2 (also kvd), fleet (also fleetd), locksmith and
-    the update units, in the original's order. Sections with no fields produce nothing."""
+def _generated_units(cfg: CloudConfig, etcd: etcd_v1.KvdSettings) -> list[Unit]:
+    """The drop-in units for etcd (translated for kvd), etcd2 (also kvd), fleet (also
+    fleetd), locksmith and the update units, in the original's order. Sections with no
+    fields produce nothing."""
     from .config import DropIn
 
     out: list[Unit] = []
+    if etcd.drop_in():
+        out.append(Unit(name="kvd.service", runtime=True,
+                        drop_ins=[DropIn(ETCD_V1_DROP_IN, etcd.drop_in())]))
     for names, section in (
-        (("etcd.service",), cfg.coreos.etcd),
         (("etcd2.service", "kvd.service"), cfg.coreos.etcd2),
         (("fleet.service", "fleetd.service"), cfg.coreos.fleet),
         (("locksmithd.service",), cfg.coreos.locksmith),
@@ -278,6 +155,11 @@ def desired_actions(cfg: CloudConfig, values: Mapping[str, str],
         if not user.name:
             continue
         actions.append(EnsureUser(user, user.homedir or f"/home/{user.name}"))
+        if user.coreos_ssh_import_github or user.coreos_ssh_import_github_users \
+                or user.coreos_ssh_import_url:
+            actions.append(Note(f"users {user.name}: coreos-ssh-import-* keys are not fetched "
+                                "(deprecated: a remote fetch at boot fails intermittently); "
+                                "list the keys in ssh_authorized_keys"))
         if user.ssh_authorized_keys:
             actions.append(InstallKeys(user.name, key_name, tuple(user.ssh_authorized_keys)))
     if cfg.ssh_authorized_keys:
@@ -297,18 +179,23 @@ def desired_actions(cfg: CloudConfig, values: Mapping[str, str],
                                     fallback="/usr/share/coreos/update.conf", prefix_match=True))
     if cfg.manage_etc_hosts == "localhost":
         actions.append(EtcHosts())
-    if cfg.coreos.flannel:
-        body = "\n".join(f"{f.env}={go_value(v)}" for f, v in cfg.coreos.flannel)
-        actions.append(WriteFile("/run/flannel/options.env", body.encode()))
+    options = flannel.translate(cfg.coreos.flannel, go_value)
+    actions += [Refuse(text) for text in options.errors]
+    if options.content:
+        actions.append(WriteFile(flannel.OPTIONS_ENV, options.content))
     if "/etc/environment" not in written:
         env = tuple(sorted((f"COREOS_{k.upper()}", v) for k, v in values.items() if v))
         if env:
             actions.append(MergeEnvFile("/etc/environment", env))
 
     commands: list[UnitCommand] = []
-    reload_needed = False
+    etcd = etcd_v1.translate(cfg.coreos.etcd)
+    actions += [Note(text) for text in etcd.notes] + [Refuse(text) for text in etcd.errors]
+    aliases = _aliases_needed(cfg)
+    actions += aliases
+    reload_needed = bool(aliases)
     network = False
-    for unit in [*cfg.coreos.units, *_generated_units(cfg)]:
+    for unit in [*cfg.coreos.units, *_generated_units(cfg, etcd)]:
         if not unit.name:
             continue
         directory = unit_dir(unit.name, unit.runtime)
@@ -339,6 +226,18 @@ def desired_actions(cfg: CloudConfig, values: Mapping[str, str],
         actions.append(UnitCommand("systemd-networkd.service", "restart"))
     actions.extend(commands)
     return actions
+
+
+def _aliases_needed(cfg: CloudConfig) -> list[Action]:
+    """One AliasUnit per Flotilla unit that a CoreOS unit name in coreos.units stands for
+    (a name the config does not define or mask itself); reconcile decides if it is needed."""
+    out: list[Action] = []
+    for unit in cfg.coreos.units:
+        target = ALIASES.get(unit.name)
+        if target and not unit.content and not unit.mask \
+                and not any(isinstance(a, AliasUnit) and a.alias == unit.name for a in out):
+            out.append(AliasUnit(target, True, alias=unit.name))
+    return out
 
 
 # ---------------------------------------------------------------------------- observed
@@ -403,7 +302,8 @@ def files_to_observe(actions: list[Action]) -> list[str]:
 
 
 def units_to_observe(actions: list[Action]) -> list[str]:
-    return sorted({a.unit for a in actions if isinstance(a, UnitCommand | EnableUnit)})
+    names = {a.unit for a in actions if isinstance(a, UnitCommand | EnableUnit)}
+    return sorted(names | {a.alias for a in actions if isinstance(a, AliasUnit)})
 
 
 def owners_to_observe(actions: list[Action]) -> list[str]:
@@ -435,7 +335,7 @@ class Step:
     argv: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        mark = "change" if self.change else "ok"
+        mark = "info" if isinstance(self.action, Note) else "change" if self.change else "ok"
         text = f"[{mark}] {self.action.describe()}"
         return f"{text}: {self.detail}" if self.detail else text
 
@@ -470,7 +370,10 @@ def reconcile(actions: list[Action], observed: Observed) -> list[Step]:
                      and a.user.name not in observed.users}
     written_units = {a.unit for a in actions if isinstance(a, WriteUnitFile)
                      and posixpath.basename(a.path) == a.unit}
-    problems = [
+    written_units |= {a.alias for a in actions if isinstance(a, AliasUnit)
+                      and observed.unit(a.unit).load_state != "not-found"}
+    problems = [a.text for a in actions if isinstance(a, Refuse)]
+    problems += [
         f'unit "{name}" does not exist and the config does not define it'
         for name in units_to_observe(actions)
         if observed.unit(name).load_state == "not-found" and name not in written_units
@@ -490,7 +393,7 @@ def reconcile(actions: list[Action], observed: Observed) -> list[Step]:
         step = _reconcile_one(a, observed, hostname, created_users, changed_any)
         if isinstance(a, SetHostname):
             hostname = a.hostname
-        if isinstance(a, WriteUnitFile | MaskUnit | UnmaskUnit) and step.change:
+        if isinstance(a, WriteUnitFile | MaskUnit | UnmaskUnit | AliasUnit) and step.change:
             reload_pending = True
         if isinstance(a, DaemonReload):
             step = Step(a, reload_pending, "" if reload_pending else "no unit changed")
@@ -557,6 +460,12 @@ def _reconcile_one(a: Action, observed: Observed, hostname: str, created_users: 
         masked = (state.kind == "symlink" and state.target == "/dev/null") \
             or state.kind == "chardev" or (state.kind == "file" and not state.content)
         return Step(a, masked, "" if masked else "not masked")
+    if isinstance(a, AliasUnit):
+        if observed.unit(a.alias).load_state != "not-found":
+            return Step(a, False, f"{a.alias} exists here; left as it is")
+        return Step(a, True, f"{a.alias} is not installed here; {a.unit} answers to it")
+    if isinstance(a, Note):
+        return Step(a, False)
     if isinstance(a, EnableUnit):
         want = "enabled-runtime" if a.runtime else "enabled"
         return Step(a, observed.unit(a.unit).unit_file_state != want)

@@ -46,7 +46,9 @@ def _env_fields(prefix: str, spec: str, renames: dict[str, str] | None = None,
     return tuple(out)
 
 
-_ETCD2_ONLY = "etcd2 options no longer work for etcd"
+# Every etcd 0.4 option that kvd has nothing for (cloudinit.etcd_v1.IGNORED). The v1
+# section otherwise configures kvd (cloudinit.etcd_v1), etcd 2's spellings included.
+_NOTHING_IN_KVD = "etcd 0.4 tuned its own internals with it; kvd has no such setting"
 ETCD = _env_fields("ETCD_", """
     addr:s advertise_client_urls:s bind_addr:s ca_file:s cert_file:s cluster_active_size:i
     cluster_remove_delay:f cluster_sync_interval:f cors:s data_dir:s discovery:s
@@ -60,12 +62,12 @@ ETCD = _env_fields("ETCD_", """
     proxy:s retry_interval:f snapshot:b snapshot_count:i trace:s verbose:b very_verbose:b
     very_very_verbose:b
 """, renames={"snapshot_count": "ETCD_SNAPSHOTCOUNT"}, deprecated={
-    name: _ETCD2_ONLY for name in (
-        "advertise_client_urls", "discovery_fallback", "discovery_srv", "discovery_proxy",
-        "election_timeout", "force_new_cluster", "heartbeat_interval",
-        "initial_advertise_peer_urls", "initial_cluster", "initial_cluster_state",
-        "initial_cluster_token", "listen_client_urls", "listen_peer_urls", "max_snapshots",
-        "max_wals", "proxy",
+    name: _NOTHING_IN_KVD for name in (
+        "cluster_active_size", "cluster_remove_delay", "cluster_sync_interval", "cors",
+        "graphite_host", "http_read_timeout", "http_write_timeout", "max_result_buffer",
+        "max_retry_attempts", "retry_interval", "snapshot", "trace", "verbose",
+        "very_verbose", "very_very_verbose", "max_snapshots", "max_wals",
+        "discovery_fallback", "discovery_srv", "discovery_proxy", "proxy",
     )
 })
 
@@ -157,15 +159,14 @@ UNIT = (
 )
 
 
-def _gone(what: str) -> str:
-    return f"{what} is no longer shipped in Container Linux"
-
-
+# Container Linux stopped shipping etcd, etcd2 and fleet, and the original validator warns
+# that their sections are deprecated. Here each configures a service Flotilla ships (etcd
+# and etcd2 configure kvd, fleet configures fleetd), so none of them is deprecated.
 COREOS = (
-    Field("etcd", STRUCT, deprecated=_gone("etcd"), children=ETCD),
-    Field("etcd2", STRUCT, deprecated=_gone("etcd2"), children=ETCD2),
+    Field("etcd", STRUCT, children=ETCD),
+    Field("etcd2", STRUCT, children=ETCD2),
     Field("flannel", STRUCT, children=FLANNEL),
-    Field("fleet", STRUCT, deprecated=_gone("fleet"), children=FLEET),
+    Field("fleet", STRUCT, children=FLEET),
     Field("locksmith", STRUCT, children=LOCKSMITH),
     Field("oem", STRUCT, children=OEM),
     Field("update", STRUCT, children=UPDATE),

@@ -14,9 +14,10 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-from . import schema
+from . import flannel, schema
 from .decode import ContentError, decode_content
 from .rawyaml import Node, YamlSyntaxError, load
+from .substitute import TOKENS
 from .userdata import Kind, classify
 
 ERROR, WARNING, INFO = "error", "warning", "info"
@@ -251,6 +252,26 @@ def check_safe_targets(tree: Node, report: list[Entry]) -> None:
         report.append(Entry(hosts.line, ERROR, f"invalid value {hosts.text}"))
 
 
+_FLANNEL_KEYS = frozenset(f.name for f in schema.FLANNEL)
+
+
+def check_flannel(tree: Node, report: list[Entry]) -> None:
+    """Our own check: a coreos.flannel value flanneld would refuse at start. A value with
+    a ``$public_ipv4``-style token is checked only once substituted, when applied."""
+    section = _child(tree, "coreos", "flannel")
+    if section is None or section.kind != "map":
+        return
+    for key, line, value in section.entries:
+        if key not in _FLANNEL_KEYS or value.kind not in (
+                "str", "int", "float", "bool") or not value.text:
+            continue
+        if any("$" + token in value.text for token in TOKENS):
+            continue
+        problem = flannel.check(key, value.text)
+        if problem:
+            report.append(Entry(line, ERROR, problem))
+
+
 RULES = (
     check_discovery_url,
     check_encoding,
@@ -259,4 +280,5 @@ RULES = (
     check_write_files,
     check_write_files_under_coreos,
     check_safe_targets,
+    check_flannel,
 )

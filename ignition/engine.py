@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from flotilla.daemons.durable import write_atomic
 from flotilla.ignition import (
     config as cfgmod,
 )
@@ -126,16 +127,8 @@ def fetch_stage(location: str | None, cache: str, system_dir: str = DEFAULT_SYST
 
 
 def write_json_atomic(path: str, data: Any, mode: int) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(os.path.abspath(path), json.dumps(data, indent=2, sort_keys=True) + "\n",
+                 mode=mode)
 
 
 def load_cache(cache: str) -> dict[str, Any]:
@@ -175,6 +168,8 @@ def files_stage(root: str, config: dict[str, Any], force: bool = False,
     """Groups, users, SSH keys, files, units; everything fetched before any write."""
     root = os.path.abspath(root)
     check_first_boot(root, force)
+    if "passwd" in parts:
+        passwd.check(root, config.get("passwd", {}))  # before any download or write
     fetcher = Fetcher.for_config(config, policy=policy, log=log)
     storage = config.get("storage", {})
     fetched = filesystem_entries.prefetch(storage, fetcher) if "files" in parts else []

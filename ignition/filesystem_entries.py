@@ -5,9 +5,10 @@ touch the root, so a failed download or a hash mismatch leaves the root exactly 
 Entries are written shallowest first (a stable sort by path depth over files, directories
 and links, hard links last), leading directories are created 0755 root:root, a new file
 defaults to 0644 and a new directory to 0755, and an existing file with no new contents
-keeps its data and mode. Files are written to a temporary name and renamed into place; the
-stage syncs once at the end instead of after every file, since a stage that dies midway is
-rerun whole (the first-boot marker is written only after that sync).
+keeps its data and mode; ``overwrite`` replaces an existing entry of any kind (a directory
+with its whole contents too). Files are written to a temporary name and renamed into place;
+the stage syncs once at the end instead of after every file, since a stage that dies midway
+is rerun whole (the first-boot marker is written only after that sync).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
+from flotilla.daemons.durable import write_atomic
 from flotilla.ignition import rootpath
 from flotilla.ignition.fetch import Fetcher
 
@@ -100,22 +102,6 @@ def make_leading_dirs(root: str, config_path: str, known: set[str] | None = None
         os.chown(host, 0, 0)
 
 
-def _write_atomic(host: str, data: bytes, mode: int, uid: int, gid: int,
-                  fresh: bool = False) -> None:
-    """Write via a temporary name and rename; a ``fresh`` path has nothing to protect."""
-    tmp = host if fresh else f"{host}.flotilla-ignition.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_EXCL if fresh else os.O_TRUNC)
-    fd = os.open(tmp, flags, 0o600)
-    try:
-        os.write(fd, data) if len(data) < 1 << 20 else _write_all(fd, data)
-        os.fchown(fd, uid, gid)
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-    if not fresh:
-        os.replace(tmp, host)
-
-
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -154,7 +140,9 @@ def write_file(root: str, item: FetchedFile, owners: Owners,
         uid, gid = owners.ids(node, (0, 0))
         data = item.contents or b""
     if data is not None:
-        _write_atomic(host, data, mode, uid, gid, fresh=not exists)
+        # Unsynced: the stage syncs once at the end (see the module docstring).
+        write_atomic(host, data, mode=mode, uid=uid, gid=gid, root=root, sync=False,
+                     make_parents=False)
     if not item.appends:
         if data is None:
             os.chown(host, uid, gid)
@@ -171,12 +159,18 @@ def write_file(root: str, item: FetchedFile, owners: Owners,
 
 
 def write_directory(root: str, node: dict[str, Any], owners: Owners) -> None:
+    """Create or adjust a directory; ``overwrite`` replaces whatever is there.
+
+    With ``overwrite`` Ignition removes the existing entry, a directory with all its
+    contents included, and creates an empty one (0755 root:root unless the node says
+    otherwise); without it an existing directory keeps its contents, mode and owner.
+    """
     make_leading_dirs(root, node["path"])
     host = rootpath.resolve(root, node["path"])
-    if os.path.lexists(host) and not (os.path.isdir(host) and not os.path.islink(host)):
-        if not node.get("overwrite"):
-            raise StageError(f"{node['path']}: exists and is not a directory")
+    if os.path.lexists(host) and node.get("overwrite"):
         _remove(host)
+    elif os.path.lexists(host) and not (os.path.isdir(host) and not os.path.islink(host)):
+        raise StageError(f"{node['path']}: exists and is not a directory")
     if not os.path.isdir(host):
         os.mkdir(host, 0o755)
         uid, gid = owners.ids(node, (0, 0))

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 
+from flotilla.daemons.durable import EscapeError
+
+__all__ = ["EscapeError", "resolve"]
+
 MAX_LINKS = 40
-
-
-class EscapeError(ValueError):
-    pass
 
 
 def resolve(root: str, path: str, follow_last: bool = False) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from flotilla.daemons.durable import write_atomic
 from flotilla.ignition import rootpath
 from flotilla.ignition.filesystem_entries import make_leading_dirs
 
@@ -41,16 +42,9 @@ def preset_lines(units: list[dict[str, Any]]) -> list[str]:
 def _write(root: str, path: str, data: str) -> None:
     make_leading_dirs(root, path)
     host = rootpath.resolve(root, path)
-    if os.path.islink(host):
-        os.unlink(host)
-    tmp = host + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data.encode())
-        os.fchmod(fd, 0o644)
-    finally:
-        os.close(fd)
-    os.replace(tmp, host)
+    # The rename replaces a link at ``host`` rather than writing through it; the files
+    # stage ends with one sync of everything it wrote.
+    write_atomic(host, data, mode=0o644, root=root, sync=False, make_parents=False)
 
 
 def apply(root: str, systemd: dict[str, Any]) -> None:

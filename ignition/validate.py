@@ -196,13 +196,14 @@ def _check_systemd(report: Report, systemd: dict[str, Any]) -> None:
                     report.warning((*path, "contents"), M.no_install_section(name))
         for dindex, dropin in enumerate(unit.get("dropins", [])):
             dpath = (*path, "dropins", dindex)
-            if not dropin.get("name", "").endswith(".conf"):
-                report.error((*dpath, "name"), M.INVALID_DROPIN_EXT)
+            # A drop-in's contents are checked before its name, as Ignition lists them.
             if dropin.get("contents"):
                 try:
-                    unitfile.sections(dropin["contents"])
+                    unitfile.parse(dropin["contents"])
                 except unitfile.UnitSyntaxError as exc:
                     report.error((*dpath, "contents"), f"invalid unit content: {exc}")
+            if not dropin.get("name", "").endswith(".conf"):
+                report.error((*dpath, "name"), M.INVALID_DROPIN_EXT)
 
 
 def _duplicates(report: Report, cfg: dict[str, Any]) -> None:

@@ -40,30 +40,49 @@ def project() -> dict:
     return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
 
+def _source_files(*paths: str) -> list[str]:
+    """The files under ``paths`` that git tracks or would track, as they are now on disk."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", *paths],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    return sorted(rel for rel in listed if (REPO / rel).is_file())
+
+
+# What pip builds the flotilla distribution from (pyproject names README.md as its readme).
+PYTHON_SOURCES = ("pyproject.toml", "setup.py", "README.md", "daemons", "cloudinit", "ignition")
+
+
 def source_digest() -> str:
     """A hash of everything that goes into the package, to reuse a build that is current."""
     h = hashlib.sha256()
-    tracked = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "pyproject.toml", "setup.py",
-         "daemons", "cloudinit", "ignition", "units", "packaging"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.split()
-    for rel in sorted(tracked):
-        path = REPO / rel
-        if path.is_file():
-            h.update(rel.encode() + b"\0" + path.read_bytes())
+    for rel in _source_files(*PYTHON_SOURCES, "units", "packaging"):
+        h.update(rel.encode() + b"\0" + (REPO / rel).read_bytes())
     return h.hexdigest()[:16]
+
+
+def _copy_sources(dest: Path) -> None:
+    """A clean copy of the Python sources for pip. Building from the checkout itself let
+    setuptools reuse its in-tree build/lib, so a module deleted from the sources was still
+    shipped; the copy holds exactly the files the digest covers."""
+    for rel in _source_files(*PYTHON_SOURCES):
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, target)
 
 
 def stage(stage_dir: Path) -> None:
     shutil.rmtree(stage_dir, ignore_errors=True)
     tree = stage_dir / PYTHON_TREE.lstrip("/")
     tree.mkdir(parents=True)
+    sources = stage_dir / "src"
+    _copy_sources(sources)
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile",
-         "--disable-pip-version-check", "--target", str(tree), str(REPO)],
+         "--disable-pip-version-check", "--target", str(tree), str(sources)],
         check=True,
     )
+    shutil.rmtree(sources)
     # pip's own console scripts point at the build host's interpreter: not shipped.
     shutil.rmtree(tree / "bin", ignore_errors=True)
     bindir = stage_dir / "usr/bin"

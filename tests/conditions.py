@@ -6,9 +6,10 @@ a timeout names what was awaited and the last value seen, so the failure explain
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 
@@ -50,3 +51,26 @@ def free_port(host: str, preferred: int | None = None) -> int:
                 pass
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+async def async_wait_until(
+    condition: Callable[[], Awaitable[Any]],
+    timeout: float,
+    what: str,
+    *,
+    interval: float = 0.1,
+) -> Any:
+    """:func:`wait_until` for asyncio code: awaits ``condition`` until it is truthy.
+
+    The event loop keeps running between polls, so requests already in flight (watches
+    waiting for the awaited change) are still served. Raises AssertionError on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = await condition()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+        await asyncio.sleep(interval)

@@ -13,6 +13,10 @@ APT_PACKAGES=(
   etcd-server etcd-client ignition
   # fault injection, packaging checks, storage stages, benchmarks
   iptables rpm gdisk xfsprogs dosfstools e2fsprogs wrk
+  # A/B partition attributes, compared with what the update engine writes
+  cgpt
+  # the bridge and host-local CNI plugins flannel's CNI plugin delegates to (/usr/lib/cni)
+  containernetworking-plugins
 )
 
 missing=()

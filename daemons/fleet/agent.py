@@ -14,10 +14,9 @@ import contextlib
 import json
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 
+from flotilla.daemons.durable import write_atomic
 from flotilla.daemons.kvclient import (
     ClusterUnavailable,
     EtcdError,
@@ -45,23 +44,6 @@ RECONCILE_INTERVAL = 5.0
 PURGE_JOB_SECONDS = 15.0
 #: Bound on the whole purge before the machine leaves the cluster anyway.
 PURGE_SECONDS = 60.0
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via temp file + fsync + rename, so systemd never reads half a unit."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 class Agent:
@@ -300,7 +282,9 @@ class Agent:
         if options is None:
             raise LookupError(f"unit file {unit_hash} missing from the store")
         path = self.units_dir / unit
-        write_atomic(path, model.serialize_options(options))
+        # Atomic so systemd never reads half a unit; not synced: the units directory is
+        # runtime state (/run/fleet/units), rebuilt from the store whenever fleetd starts.
+        write_atomic(path, model.serialize_options(options), sync=False)
         await self.systemd.link_unit_files([str(path)])
         if model.has_install_section(options):
             await self.systemd.enable_unit_files([str(path)])

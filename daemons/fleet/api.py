@@ -2,10 +2,13 @@
 
 Shapes, status codes, the ``{"error":{"code","message"}}`` error entity and the
 ``nextPageToken`` encoding (URL-safe base64 of little-endian uint16 limit and page)
-follow fleet, so existing fleet clients work. Two additions serve ``fleetctl status``
-and ``journal`` without SSH: ``GET /fleet/v1/units/<name>/status`` and ``/journal``,
-answered by the agent of the machine that holds the unit (forwarded there over its
-published API address when that is another machine).
+follow fleet, so existing fleet clients work: fleetctl 1.0 blocks on ``GET
+/state/<name>`` after ``start`` and panics on anything but a unit state there, and
+clients generated from fleet's discovery document fetch it from ``/discovery``. Two
+additions serve ``fleetctl status`` and ``journal`` without SSH: ``GET
+/fleet/v1/units/<name>/status`` and ``/journal``, answered by the agent of the machine
+that holds the unit (forwarded there over its published API address when that is
+another machine).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import re
 import struct
 from collections.abc import Awaitable, Callable
+from importlib import resources
 from typing import Any
 
 import aiohttp
@@ -31,6 +35,9 @@ log = logging.getLogger("fleet.api")
 VERSION = "1.0.0-flotilla"
 PREFIXES = ("/fleet/v1", "/v1-alpha")
 METADATA_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
+# fleet's published API description (its schema/v1.json), served byte for byte: client
+# generators and fleet's own example client read it from /discovery.
+DISCOVERY = resources.files(__package__).joinpath("discovery.json").read_bytes()
 
 
 class ApiError(Exception):
@@ -61,10 +68,16 @@ def decode_page_token(token: str, limit: int) -> int:
 
 
 def paginate(items: list[Any], request: web.Request, limit: int) -> tuple[list[Any], str | None]:
+    """One page of ``items``, and the next page's token whenever this page came out full.
+
+    As fleet does (api/*.go extract*PageData), a list that exactly fills its last page
+    still gets a token, which yields one more, empty, page: a client then makes the same
+    requests against us as against fleet.
+    """
     token = request.query.get("nextPageToken")
     page = decode_page_token(token, limit) if token is not None else 1
     start, stop = (page - 1) * limit, page * limit
-    next_token = encode_page_token(limit, page + 1) if stop < len(items) else None
+    next_token = encode_page_token(limit, page + 1) if stop <= len(items) else None
     return items[start:stop], next_token
 
 
@@ -112,6 +125,10 @@ class FleetApi:
             app.router.add_get(f"{prefix}/units/{{name}}/status", self.unit_status)
             app.router.add_get(f"{prefix}/units/{{name}}/journal", self.unit_journal)
             app.router.add_get(f"{prefix}/state", self.list_states)
+            app.router.add_get(f"{prefix}/state/{{name}}", self.get_state)
+            # fleet mounts the document at /discovery only; /discovery.json is ours too
+            for path in (f"{prefix}/discovery", f"{prefix}/discovery.json"):
+                app.router.add_route("*", path, self.discovery)
             app.router.add_get(f"{prefix}/machines", self.list_machines)
             app.router.add_patch(f"{prefix}/machines", self.patch_machines)
         return app
@@ -134,8 +151,7 @@ class FleetApi:
 
     async def put_unit(self, request: web.Request) -> web.Response:
         item = request.match_info["name"]
-        if request.headers.getall("Content-Type", []) != ["application/json"]:
-            raise ApiError(415, "expected Content-Type application/json")
+        _check_content_type(request)
         try:
             body = json.loads(await request.read())
         except (ValueError, UnicodeDecodeError) as error:
@@ -247,6 +263,20 @@ class FleetApi:
             body["nextPageToken"] = token
         return web.json_response(body)
 
+    async def get_state(self, request: web.Request) -> web.Response:
+        """The unit's state from one machine (the first by machine ID), as fleet's
+        registry.UnitState answers it; 404 while no agent has published one."""
+        states = await self.registry.unit_states(unit=request.match_info["name"])
+        if not states:
+            raise ApiError(404, "unit state does not exist")
+        return web.json_response(states[0].to_json())
+
+    async def discovery(self, request: web.Request) -> web.Response:
+        if request.method != "GET":
+            # fleet's discoveryResource answers every other method with 400, not 405
+            raise ApiError(400, "only HTTP GET supported against this resource")
+        return web.Response(body=DISCOVERY, content_type="application/json")
+
     async def list_machines(self, request: web.Request) -> web.Response:
         machines = await self.registry.machines()
         page, token = paginate(machines, request, self.token_limit)
@@ -284,6 +314,16 @@ class FleetApi:
         for machine, key, value in planned:
             await self.registry.set_machine_metadata(machine, key, value)
         return web.Response(status=204)
+
+
+def _check_content_type(request: web.Request) -> None:
+    """fleet's validateContentType: exactly one Content-Type header, whose media type
+    (parameters such as charset aside) is application/json; 415 otherwise."""
+    values = request.headers.getall("Content-Type", [])
+    if len(values) != 1:
+        raise ApiError(415, f"expected 1 Content-Type, got {len(values)}")
+    if values[0].split(";", 1)[0].strip() != "application/json":
+        raise ApiError(415, "only acceptable Content-Type is application/json")
 
 
 def _int_query(request: web.Request, key: str, default: int) -> int:

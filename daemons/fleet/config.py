@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from flotilla.daemons.settings import (
+    Option,
+    SettingsError,
+    collect,
+    parse_bool,
+    parse_duration,
+)
 
 from .model import UnitError, parse_metadata
 
@@ -22,33 +30,6 @@ DEFAULT_CONFIG = "/etc/fleet/fleet.conf"
 
 class ConfigError(ValueError):
     pass
-
-
-def parse_duration(text: str) -> float:
-    """``30s``, ``1m30s``, ``500ms``, ``2`` (seconds) → seconds."""
-    text = text.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    total = 0.0
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
-    pos = 0
-    for match in re.finditer(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * units[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"invalid duration {text!r}")
-    return total
-
-
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on", "t"):
-        return True
-    if lowered in ("0", "false", "no", "off", "f", ""):
-        return False
-    raise ValueError(f"invalid boolean {text!r}")
 
 
 def _list(text: str) -> list[str]:
@@ -96,6 +77,8 @@ class FleetConfig:
                 value = int(raw, 8)
             elif key in ("etcd_request_timeout", "engine_reconcile_interval", "agent_ttl"):
                 value = parse_duration(raw)
+                if value < 0:
+                    raise ValueError(f"invalid duration {raw!r}: must not be negative")
             elif key == "etcd_servers":
                 value = _list(raw)
                 if not value:
@@ -103,7 +86,7 @@ class FleetConfig:
             elif key == "metadata":
                 value = parse_metadata(raw)
             elif key in ("systemd_user", "disable_engine", "disable_watches"):
-                value = _bool(raw)
+                value = parse_bool(raw)
             elif key == "systemd":
                 if raw not in ("dbus", "standin"):
                     raise ValueError("must be dbus or standin")
@@ -124,53 +107,52 @@ class FleetConfig:
 
 
 SETTING_NAMES = [f.name for f in fields(FleetConfig)]
+#: Deprecated in fleet: accepted in fleet.conf and ignored.
+DEPRECATED_KEYS = frozenset({"verify_units", "authorized_keys_file", "enable_grpc"})
+_BOOL_SETTINGS = ("systemd_user", "disable_engine", "disable_watches")
+
+#: fleet's flags are its setting names (``-agent_ttl=10s`` or ``--agent_ttl 10s``), the
+#: variables ``FLEET_`` plus the name in capitals; booleans may stand alone, as Go's.
+OPTIONS = [
+    Option("config", help="path to fleet.conf", flag_only=True),
+    Option("version", help="print the version and exit", is_flag=True, flag_only=True),
+    *(Option(name, help=f"fleet setting {name}", is_flag=name in _BOOL_SETTINGS)
+      for name in SETTING_NAMES),
+]
+HELP_FLAGS = ("-h", "-help", "--help")
 
 
-def read_file(config: FleetConfig, path: Path) -> None:
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped[0] in "#;":
-            continue
-        if stripped.startswith("["):
-            continue  # fleet.conf has no sections; tolerate a header
-        key, sep, value = stripped.partition("=")
-        if not sep:
-            raise ConfigError(f"{path}:{number}: expected key=value")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = value[1:-1]  # fleet.conf quotes every string: agent_ttl="30s"
-        config.apply(key.strip(), value, f"{path}:{number}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fleetd", description="fleet engine and agent")
-    parser.add_argument("-config", "--config", default=None, help="path to fleet.conf")
-    parser.add_argument("-version", "--version", action="store_true")
-    for name in SETTING_NAMES:
-        parser.add_argument(f"-{name}", f"--{name}", dest=name, default=None,
-                            help=f"fleet setting {name}")
-    return parser
+def usage() -> str:
+    lines = ["usage: fleetd [flags]  (flags take one or two dashes)"]
+    lines += [f"  -{opt.name}  {opt.help}" for opt in OPTIONS]
+    return "\n".join(lines)
 
 
 def load_config(argv: Sequence[str] | None = None,
                 environ: Mapping[str, str] | None = None) -> tuple[FleetConfig, argparse.Namespace]:
-    environ = os.environ if environ is None else environ
-    args = build_parser().parse_args(argv)
+    """fleet.conf < ``FLEET_*`` variables < flags, by daemons/settings' one rule; the
+    winner of each is checked by :meth:`FleetConfig.apply`, naming key and origin."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(arg in HELP_FLAGS for arg in argv):
+        print(usage())
+        raise SystemExit(0)
+    try:
+        given = collect(OPTIONS, argv, environ=environ, env_prefix="FLEET_",
+                        config_file=Path(DEFAULT_CONFIG), config_flag="config",
+                        ignored_file_keys=DEPRECATED_KEYS)
+    except SettingsError as error:
+        raise ConfigError(str(error)) from None
     config = FleetConfig()
-    path = Path(args.config) if args.config else Path(DEFAULT_CONFIG)
-    if path.is_file():
-        read_file(config, path)
-    elif args.config:
-        raise ConfigError(f"{path}: config file not found")
     for name in SETTING_NAMES:
-        variable = f"FLEET_{name.upper()}"
-        if variable in environ:
-            config.apply(name, environ[variable], variable)
-    for name in SETTING_NAMES:
-        value = getattr(args, name)
-        if value is not None:
-            config.apply(name, value, f"--{name}")
-    return config, args
+        if name in given:
+            raw, origin = given[name]
+            config.apply(name, raw, origin)
+    try:
+        version = "version" in given and parse_bool(given["version"][0])
+    except ValueError as error:
+        raise ConfigError(f"--version: {error}") from None
+    config_path = given["config"][0] if "config" in given else None
+    return config, argparse.Namespace(config=config_path, version=version)
 
 
 def machine_id(config: FleetConfig) -> str:

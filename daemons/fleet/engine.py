@@ -82,7 +82,11 @@ class Engine:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
         #: departures are judged against machines seen before: see `presence`
-        self.presence = PresenceDamper(hold_seconds=2 * agent_ttl, outage_seconds=agent_ttl / 2)
+        #: an agent needs up to one request timeout to notice that a refresh is lost,
+        #: then a refresh period to register again: hold departures for all of it
+        request_timeout = float(getattr(registry.kv, "request_timeout", 0.0))
+        self.presence = PresenceDamper(hold_seconds=2 * agent_ttl + request_timeout,
+                                       outage_seconds=agent_ttl / 2)
         self.clock = clock
         self.kv = registry.kv
         self.keys = registry.keys
@@ -116,6 +120,7 @@ class Engine:
 
     async def _hold_lease(self) -> bool:
         key = self.keys.leader_lease()
+        sent = self.clock()
         try:
             if self.lease_index is None:
                 reply = await self.kv.create(key, self._lease_value(), ttl=self.lease_ttl)
@@ -130,7 +135,7 @@ class Engine:
             return False
         except (KeyNotFound, EtcdError, ClusterUnavailable) as error:
             if isinstance(error, ClusterUnavailable):
-                self.presence.note_store_trouble(self.clock())
+                self.presence.note_store_trouble(self.clock(), since=sent)
             else:
                 self._store_answered()
             if self.lease_index is not None:

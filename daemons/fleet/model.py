@@ -214,6 +214,9 @@ def options_from_json(items: object) -> list[UnitOption]:
         values = []
         for key in ("section", "name", "value"):
             value = item.get(key)
+            if key == "value" and value is None:
+                # fleet's Go clients omit empty fields: "ExecStartPre=" comes as no value
+                value = ""
             if not isinstance(value, str):
                 raise UnitError(f"options[{index}].{key}: must be a string")
             values.append(value)

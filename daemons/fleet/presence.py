@@ -76,16 +76,20 @@ class PresenceDamper:
         self.believed = dict(present)
         return dict(present)
 
-    def note_store_trouble(self, now: float) -> None:
-        """The store could not be reached at ``now``.
+    def note_store_trouble(self, now: float, since: float | None = None) -> None:
+        """The store could not be reached at ``now``, by a request sent at ``since``.
 
         Once it has been out of reach for ``outage_seconds``, departures seen until
         ``hold_seconds`` after it is back are held however few they are (keys lapse one
         by one as their refreshes fail). A hold lasts until ``hold_seconds`` after the
         store is back, since agents cannot register again before that.
+
+        A request that times out is the only failure seen for as long as its timeout,
+        often longer than the whole outage: the store has been out of reach since the
+        request was sent, not since the timeout fired, so ``since`` starts the run.
         """
         if self._trouble_since is None:
-            self._trouble_since = now
+            self._trouble_since = now if since is None else min(since, now)
         if now - self._trouble_since >= self.outage_seconds:
             self._outage_at = now
         if self.held_since is not None:

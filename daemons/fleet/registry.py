@@ -308,6 +308,10 @@ class Registry:
                 continue
             record = await self._record_fast(name, fields, states)
             if record is not None:
+                if record.is_global:
+                    # fleet lists every unit through its schedule, where a global unit,
+                    # never scheduled, is "inactive" (GET of the one unit shows none)
+                    record.current_state = "inactive"
                 records.append(record)
         return records
 
@@ -337,7 +341,8 @@ class Registry:
     async def unit_states(self, machine: str | None = None,
                           unit: str | None = None) -> list[UnitStateRecord]:
         records = []
-        for node in await _get_tree(self.kv, self.keys.states_dir()):
+        base = self.keys.state(unit) if unit else self.keys.states_dir()
+        for node in await _get_tree(self.kv, base):
             parts = self.keys.split(node.key)
             if len(parts) != 3:
                 continue

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flotilla.daemons.kv.store import DEFAULT_HISTORY_BYTES
+from flotilla.daemons.settings import parse_bool
 
 VALUE_FLAGS: dict[str, str] = {
     "name": "default",
@@ -262,11 +263,10 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
             "ETCD_" + flag.upper().replace("-", "_"))
         if text is None:
             return default
-        if text.lower() in ("1", "t", "true", "yes"):
-            return True
-        if text.lower() in ("0", "f", "false", "no"):
-            return False
-        raise ConfigError(f"--{flag}: {text!r} is not a boolean")
+        try:
+            return parse_bool(text, empty=None)
+        except ValueError:
+            raise ConfigError(f"--{flag}: {text!r} is not a boolean") from None
 
     name = value("name")
     listen_client = _split_urls("listen-client-urls", value("listen-client-urls"))

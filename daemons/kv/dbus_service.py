@@ -65,11 +65,8 @@ low-level message handler; the introspection XML is written out here instead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import sys
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,13 +76,17 @@ from flotilla.daemons.kv.proposer import Proposer
 from flotilla.daemons.kv.render import error_json
 from flotilla.daemons.kv.request import Form, KeyRequest, parse_key_request
 from flotilla.daemons.kv.store import Event, NodeView, Watcher, clean_path, ttl_left
+from flotilla.daemons.systemd.served import (
+    NameServer,
+    bus_address,
+    introspect_path,
+    introspection_xml,
+)
 
 BUS_NAME = "org.flotilla.KV1"
 OBJECT_PATH = "/org/flotilla/KV1"
 INTERFACE = "org.flotilla.KV1"
 ERROR_PREFIX = "org.flotilla.KV1.Error."
-DEFAULT_SYSTEM_BUS = "unix:path=/run/dbus/system_bus_socket"
-SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
 
 NODE = "(ssbxtt)"
 WRITE_RESULT = f"s{NODE}a{NODE}t"
@@ -97,8 +98,6 @@ MAX_VALUE_BYTES = 10 << 20
 MAX_WATCHES_PER_CALLER = 64
 MAX_WATCHED_KEYS = 4096
 MAX_CALLS_IN_FLIGHT = 4096
-RECONNECT_FIRST_S = 1.0
-RECONNECT_MAX_S = 30.0
 
 #: etcd's Go names for its v2 error codes, without the ``Ecode`` prefix.
 ERROR_NAMES: dict[int, str] = {
@@ -129,18 +128,7 @@ _WRITE_ARGS = """
       <arg name="prev_node" type="a(ssbxtt)" direction="out"/>
       <arg name="index" type="t" direction="out"/>"""
 
-_DOCTYPE = '<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"'
-
-INTROSPECTION_XML = f"""{_DOCTYPE}
- "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">
-<node>
-  <interface name="org.freedesktop.DBus.Introspectable">
-    <method name="Introspect"><arg name="xml" type="s" direction="out"/></method>
-  </interface>
-  <interface name="org.freedesktop.DBus.Peer">
-    <method name="Ping"/>
-    <method name="GetMachineId"><arg name="id" type="s" direction="out"/></method>
-  </interface>
+INTROSPECTION_XML = introspection_xml(f"""\
   <interface name="{INTERFACE}">
     <method name="Get">
       <arg name="key" type="s" direction="in"/>
@@ -197,8 +185,7 @@ INTROSPECTION_XML = f"""{_DOCTYPE}
       <arg name="modified_index" type="t"/>
     </signal>
   </interface>
-</node>
-"""
+""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,23 +325,6 @@ def changed_body(watched: str, recursive: bool, event: Event) -> list[Any]:
             event.index]
 
 
-def bus_address(mode: str, environ: Mapping[str, str],
-                exists: Callable[[str], bool]) -> str | None:
-    """Which bus to serve on for ``--dbus`` (system, none, auto); None means no bus.
-
-    ``DBUS_SYSTEM_BUS_ADDRESS`` overrides the socket path as it does for every D-Bus
-    client; ``auto`` uses the system bus only when it is there to be used.
-    """
-    if mode == "none":
-        return None
-    override = environ.get("DBUS_SYSTEM_BUS_ADDRESS")
-    if override:
-        return override
-    if mode == "system" or exists(SYSTEM_BUS_SOCKET):
-        return DEFAULT_SYSTEM_BUS
-    return None
-
-
 class WatchLimitError(Exception):
     """A caller asked for more watches than a single bus client may hold."""
 
@@ -422,100 +392,29 @@ class WatchRegistry:
 # ---------------------------------------------------------------------- asyncio shell
 
 
-class _PatientSocket:
-    """The bus socket as dbus-fast's writer sees it: a full send buffer writes 0 bytes.
-
-    dbus-fast's asyncio writer (like dbus-next's, altdesktop/python-dbus-next#153) treats
-    EAGAIN from ``send`` as a dead connection, so a burst of replies or signals bigger
-    than the socket buffer would drop kvd off the bus. Reporting "0 bytes sent" instead
-    makes the writer wait for the socket to become writable, which it already knows how
-    to do.
-    """
-
-    def __init__(self, sock: Any) -> None:
-        self._sock = sock
-
-    def send(self, data: Any) -> int:
-        try:
-            return int(self._sock.send(data))
-        except BlockingIOError:
-            return 0
-
-    def sendmsg(self, buffers: Any, ancdata: Any = ()) -> int:
-        try:
-            return int(self._sock.sendmsg(buffers, ancdata))
-        except BlockingIOError:
-            return 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
-def tolerate_full_socket(bus: Any) -> None:
-    """Install :class:`_PatientSocket` under a connected dbus-fast bus's writer."""
-    writer = getattr(bus, "_writer", None)
-    if writer is not None and hasattr(writer, "sock") \
-            and not isinstance(writer.sock, _PatientSocket):
-        writer.sock = _PatientSocket(writer.sock)
-
-
-def _log(text: str) -> None:
-    print(f"kvd: dbus: {text}", file=sys.stderr, flush=True)
-
-
-class KvBusService:
+class KvBusService(NameServer):
     """Serves ``org.flotilla.KV1`` for one proposer; reconnects when the bus goes away."""
 
+    bus_name = BUS_NAME
+    object_path = OBJECT_PATH
+    log_prefix = "kvd"
+
     def __init__(self, proposer: Proposer, address: str) -> None:
+        super().__init__(address)
         self.proposer = proposer
-        self.address = address
         self.registry = WatchRegistry()
         self.store_watchers: dict[tuple[str, bool], Watcher] = {}
-        self.bus: Any = None
-        self.owns_name = asyncio.Event()
         self._calls: set[asyncio.Task[None]] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._last_failure = ""
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
         for call in list(self._calls):
             call.cancel()
-        self._disconnect()
+        await super().close()
 
-    async def _run(self) -> None:
-        delay = RECONNECT_FIRST_S
-        while True:
-            try:
-                await self._serve_once()
-                delay = RECONNECT_FIRST_S
-                _log("lost the bus connection; reconnecting")
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # a bus problem must never reach the HTTP side
-                failure = f"{type(err).__name__}: {err}"
-                if failure != self._last_failure:  # once per cause, not once per retry
-                    _log(f"cannot serve {BUS_NAME} on {self.address}: {failure}; "
-                         f"retrying every {RECONNECT_MAX_S:.0f}s at most")
-                self._last_failure = failure
-            self._disconnect()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RECONNECT_MAX_S)
+    async def _connected(self, bus: Any) -> None:
+        """Callers that leave the bus are noticed through NameOwnerChanged."""
+        from dbus_fast import Message, MessageType
 
-    async def _serve_once(self) -> None:
-        from dbus_fast import BusType, Message, MessageType, RequestNameReply
-        from dbus_fast.aio import MessageBus
-
-        bus = await MessageBus(bus_address=self.address, bus_type=BusType.SYSTEM).connect()
-        tolerate_full_socket(bus)
-        self.bus = bus
-        bus.add_message_handler(self._handle)
         rule = ("type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
                 "interface='org.freedesktop.DBus',member='NameOwnerChanged'")
         reply = await bus.call(Message(
@@ -524,25 +423,12 @@ class KvBusService:
             body=[rule]))
         if reply.message_type == MessageType.ERROR:
             raise RuntimeError(f"AddMatch: {reply.error_name}: {reply.body}")
-        answer = await bus.request_name(BUS_NAME)
-        self._last_failure = ""
-        if answer == RequestNameReply.IN_QUEUE:
-            _log(f"{BUS_NAME} is owned by another process; queued for it")
-        elif not self.owns_name.is_set():  # NameAcquired, when it came first, said so
-            self.owns_name.set()
-            _log(f"now serving {BUS_NAME} at {OBJECT_PATH} on {self.address}")
-        await bus.wait_for_disconnect()
 
-    def _disconnect(self) -> None:
-        self.owns_name.clear()
+    def _on_disconnect(self) -> None:
         for pair in self.registry.clear():
             watcher = self.store_watchers.pop(pair, None)
             if watcher is not None:
                 self.proposer.store.unwatch(watcher)
-        if self.bus is not None:
-            with contextlib.suppress(Exception):
-                self.bus.disconnect()
-            self.bus = None
 
     # ---------------------------------------------------------------- dispatch
 
@@ -556,13 +442,11 @@ class KvBusService:
             if (msg.member == "NameOwnerChanged" and msg.body[0].startswith(":")
                     and not msg.body[2]):
                 self._caller_left(msg.body[0])
-            elif msg.member == "NameAcquired" and msg.body == [BUS_NAME] \
-                    and not self.owns_name.is_set():
-                self.owns_name.set()
-                _log(f"now serving {BUS_NAME} at {OBJECT_PATH} on {self.address}")
+            elif msg.member == "NameAcquired" and msg.body == [BUS_NAME]:
+                self._acquired()
             elif msg.member == "NameLost" and msg.body == [BUS_NAME]:
                 self.owns_name.clear()
-                _log(f"lost {BUS_NAME} to another process; queued for it")
+                self.log(f"lost {BUS_NAME} to another process; queued for it")
             return None
         if msg.message_type != MessageType.METHOD_CALL:
             return None
@@ -676,12 +560,7 @@ class KvBusService:
 
 def _parent_xml(path: str | None) -> str | None:
     """Introspection for our object and the paths above it, so ``busctl tree`` finds it."""
-    if path == OBJECT_PATH:
-        return INTROSPECTION_XML
-    if path is None or not OBJECT_PATH.startswith(path.rstrip("/") + "/"):
-        return None
-    below = OBJECT_PATH[len(path.rstrip("/")) + 1:].split("/", 1)[0]
-    return f'<node>\n  <node name="{below}"/>\n</node>\n'
+    return introspect_path(OBJECT_PATH, INTROSPECTION_XML, path)
 
 
 def start_dbus_service(mode: str, proposer: Proposer) -> KvBusService | None:

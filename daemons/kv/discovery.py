@@ -37,8 +37,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from flotilla.daemons.durable import write_atomic
 from flotilla.daemons.kv.config import Config, member_id
-from flotilla.daemons.kv.proposer import LOG_NAME, SNAPSHOT_NAME, write_atomic
+from flotilla.daemons.kv.proposer import LOG_NAME, SNAPSHOT_NAME
 from flotilla.daemons.service import notify
 
 # etcd's error texts (etcdserver/api/v2discovery), kept so searches for them still help.

@@ -28,7 +28,6 @@ from flotilla.daemons.kv.proposer import Proposer
 from flotilla.daemons.kv.render import error_json, event_json, rfc3339nano
 from flotilla.daemons.kv.request import (
     Form,
-    decode_go,
     go_clean_url_path,
     go_path_unescape,
     parse_form,
@@ -121,11 +120,15 @@ class KeysApi:
     # ------------------------------------------------------------ dispatch
 
     async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
-        path = go_path_unescape(request.raw_path.split("?", 1)[0])
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        path = go_path_unescape(raw_path)
         if path is None:  # Go's server refuses these before any handler runs
             return web.Response(status=400, text="400 Bad Request",
                                 headers={"Connection": "close"})
         request["kv_path"] = path
+        # The query as sent: aiohttp's ``query_string`` is already percent-decoded, and
+        # decoding that again turned ``50%25`` into a bad escape and ``%2541`` into ``A``.
+        request["kv_query"] = raw_query
         kind = "keys" if path == KEYS_PREFIX or path.startswith(KEYS_PREFIX + "/") else path
         self.info.requests[request.method] = self.info.requests.get(request.method, 0) + 1
         try:
@@ -190,7 +193,8 @@ class KeysApi:
         canonical = go_clean_url_path(path)
         if canonical != path:
             return self._redirect(request, canonical)
-        if method == "GET" and not request.query_string:
+        raw_query = request.get("kv_query", "")
+        if method == "GET" and not raw_query:
             try:
                 await self.proposer.read_barrier()
             except EtcdError as err:
@@ -201,7 +205,7 @@ class KeysApi:
         if method in ("PUT", "POST"):
             body_pairs, form_error = await self._body_form(request)
             pairs.extend(body_pairs)
-        query_pairs, query_error = parse_form(request.query_string)
+        query_pairs, query_error = parse_form(raw_query)
         pairs.extend(query_pairs)
         form_error = form_error or query_error
         try:
@@ -250,8 +254,9 @@ class KeysApi:
 
     def _redirect(self, request: web.BaseRequest, canonical: str) -> web.Response:
         location = quote(canonical, safe="/:@!$&'()*+,;=")
-        if request.query_string:
-            location += "?" + request.query_string
+        raw_query = request.get("kv_query", "")
+        if raw_query:  # Go's ServeMux redirect keeps RawQuery untouched
+            location += "?" + raw_query
         headers = {**CORS_HEADERS, "Location": location}
         if request.method in ("GET", "HEAD"):
             headers["Content-Type"] = "text/html; charset=utf-8"
@@ -271,7 +276,7 @@ class KeysApi:
         raw = await request.content.read(MAX_FORM_BYTES + 1)
         if len(raw) > MAX_FORM_BYTES:
             return [], "http: POST too large"
-        return parse_form(decode_go(raw))
+        return parse_form(raw)
 
     async def _watch(self, request: web.BaseRequest, key: str, recursive: bool, stream: bool,
                      since: int) -> web.StreamResponse:

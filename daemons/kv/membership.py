@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from flotilla.daemons.durable import write_atomic
 from flotilla.daemons.kv.config import Config, ConfigError, member_id
-from flotilla.daemons.kv.proposer import write_atomic
 from flotilla.daemons.raft.transport import QueryError, query_peer
 
 MEMBER_FILE = "member.json"

@@ -27,10 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
+from flotilla.daemons.durable import fsync_dir
 from flotilla.daemons.kv.config import ConfigError
 from flotilla.daemons.kv.proposer import LOG_NAME, SNAPSHOT_NAME, load_durable_store
 from flotilla.daemons.kv.store import DEFAULT_HISTORY_BYTES, Store
-from flotilla.daemons.raft import wal
 from flotilla.daemons.raft.core import BOOTSTRAP_INDEX
 from flotilla.daemons.raft.messages import HardState, Snapshot, SnapshotMeta
 from flotilla.daemons.raft.storage import DiskStorage
@@ -87,6 +87,6 @@ def migrate_single_node(data_dir: Path, raft_dir_name: str, member_id: int,
     finally:
         storage.close()
     temp.rename(final)
-    wal.fsync_dir(data_dir)
+    fsync_dir(data_dir)
     remove_stale_files(data_dir)
     return index

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import msgpack
+from flotilla.daemons.durable import write_atomic
 from flotilla.daemons.kv.errors import EtcdError
 from flotilla.daemons.kv.store import DEFAULT_HISTORY_BYTES, Event, Store
 
@@ -86,25 +87,6 @@ def read_records(data: bytes) -> tuple[list[tuple[int, dict[str, Any]]], int]:
         records.append((seq, command))
         offset = start + length
     return records, offset
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temp file, fsync, rename, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def load_durable_store(data_dir: Path, history_bytes: int = DEFAULT_HISTORY_BYTES

@@ -4,8 +4,11 @@ The checks, their order and their error causes copy etcd 3.4's ``parseKeyRequest
 malformed request gets the same answer from kvd as from etcd. Parameters come from the
 query string and, for PUT and POST, an ``application/x-www-form-urlencoded`` body; body
 values win and only the first occurrence of a name counts. The form decoder follows Go's
-``url.ParseQuery`` (``+`` is a space, a bad ``%`` escape or a ``;`` separator is an error)
-because clients rely on exactly what etcd accepts.
+``url.ParseQuery`` (``+`` is a space, a bad ``%`` escape or a ``;`` separator is an error,
+with Go's error text) because clients rely on exactly what etcd accepts. It works on the
+raw bytes and decodes each value exactly once. Bytes that are not UTF-8 become U+FFFD, one
+per byte: etcd keeps them and its JSON encoder writes U+FFFD for each, so clients read the
+same text (kvd's JSON carries the character itself where etcd writes ``\\ufffd``).
 """
 
 from __future__ import annotations
@@ -14,15 +17,14 @@ import codecs
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from flotilla.daemons.kv import errors as E
 from flotilla.daemons.kv.errors import EtcdError
 from flotilla.daemons.kv.store import SECOND_NS, clean_path
+from flotilla.daemons.settings import parse_go_bool as parse_bool
 
 MAX_UINT64 = 2**64 - 1
-_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
-_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
-_HEX = re.compile(r"%([0-9A-Fa-f]{2})")
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -43,39 +45,64 @@ class FormError(ValueError):
     """A form that Go's parser would reject; the text is Go's error string."""
 
 
-def _unescape(text: str) -> str:
-    """Go's ``url.QueryUnescape``: ``+`` to space, ``%XX`` to a byte, UTF-8 decoded."""
-    if "%" not in text and "+" not in text:
-        return text
-    raw = bytearray()
-    i = 0
-    data = text.encode("utf-8", "surrogateescape")
-    while i < len(data):
-        ch = data[i]
-        if ch == 0x25:  # %
-            hexpart = data[i + 1:i + 3]
-            if len(hexpart) < 2 or not all(c in b"0123456789abcdefABCDEF" for c in hexpart):
-                bad = data[i:i + 3].decode("utf-8", "replace")
-                raise FormError(f'invalid URL escape "{bad}"')
-            raw.append(int(hexpart, 16))
-            i += 3
-            continue
-        raw.append(0x20 if ch == 0x2B else ch)
-        i += 1
-    return decode_go(bytes(raw))
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_GO_SHORT_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+                     "\t": "\\t", "\v": "\\v", '"': '\\"', "\\": "\\\\"}
 
 
-def parse_form(query: str) -> tuple[list[tuple[str, str]], str | None]:
-    """Decode ``a=1&b=2``; returns the pairs and Go's first error (parsing continues)."""
+def go_quote(raw: bytes) -> str:
+    """Go's ``strconv.Quote``: the form errors quote the offending bytes this way, so an
+    invalid byte shows as ``\\xff`` and a quote or control character is escaped."""
+    out = ['"']
+    for char in raw.decode("utf-8", "surrogateescape"):
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif char in _GO_SHORT_ESCAPES:
+            out.append(_GO_SHORT_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def _unescape(data: bytes) -> str:
+    """Go's ``url.QueryUnescape``: ``+`` to space, ``%XX`` to a byte, UTF-8 decoded.
+
+    Every escape is checked before any is decoded, as Go does, so the error names the
+    first bad one; the result is decoded once, from the bytes as they arrived.
+    """
+    if b"%" not in data:
+        return decode_go(data.replace(b"+", b" ")) if b"+" in data else decode_go(data)
+    bad = _BAD_ESCAPE.search(data)
+    if bad is not None:
+        raise FormError("invalid URL escape " + go_quote(data[bad.start():bad.start() + 3]))
+    return decode_go(unquote_to_bytes(data.replace(b"+", b" ")))
+
+
+def parse_form(query: str | bytes) -> tuple[list[tuple[str, str]], str | None]:
+    """Go's ``url.ParseQuery`` on a raw (still percent-encoded) query string or form body.
+
+    Returns the pairs and Go's error: the first bad escape, except that a ``;`` separator
+    replaces any earlier error (Go assigns that one unconditionally); parsing continues.
+    A ``str`` must be the raw query as received, never one a framework already decoded.
+    """
+    data = query.encode("utf-8", "surrogateescape") if isinstance(query, str) else query
     pairs: list[tuple[str, str]] = []
     first_error: str | None = None
-    for part in query.split("&"):
+    for part in data.split(b"&"):
+        if b";" in part:
+            first_error = "invalid semicolon separator in query"
+            continue
         if not part:
             continue
-        if ";" in part:
-            first_error = first_error or "invalid semicolon separator in query"
-            continue
-        name, _, value = part.partition("=")
+        name, _, value = part.partition(b"=")
         try:
             pairs.append((_unescape(name), _unescape(value)))
         except FormError as err:
@@ -96,14 +123,6 @@ class Form:
 
     def get(self, name: str) -> str:
         return self.values.get(name, "")
-
-
-def parse_bool(text: str) -> bool:
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError(text)
 
 
 def parse_uint(text: str) -> int:

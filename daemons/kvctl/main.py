@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from typing import Any, NoReturn
 
 import requests
 from flotilla.daemons.kvctl import member
+from flotilla.daemons.settings import parse_duration
 
 EXIT_SUCCESS = 0
 EXIT_BAD_ARGS = 1
@@ -73,21 +73,14 @@ class ClientTLS:
         return tls
 
 
-GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 def go_duration(text: str) -> float:
     """Seconds in a Go duration (``2s``, ``1m30s``, ``500ms``) as etcdctl takes them; a
     bare number is read as seconds."""
     text = text.strip()
     try:
-        seconds = float(text)
-    except ValueError:
-        parts = GO_DURATION.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            raise argparse.ArgumentTypeError(f"invalid duration {text!r}") from None
-        seconds = sum(float(n) * GO_UNITS[u] for n, u in parts)
+        seconds = parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"invalid duration {text!r}: must be positive")
     return seconds

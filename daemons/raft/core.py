@@ -936,21 +936,18 @@ class RaftNode:
                 self._hup(transfer=True)
         elif t is MT.READ_INDEX_RESP:
             self.read_states.append(ReadState(m.index, m.context))
-        elif t in (MT.TRANSFER_LEADER, MT.READ_INDEX, MT.PROP) and self.lead not in (
-            NONE,
-            m.from_,
-        ):
-            # A request that reached a follower: pass it on to the leader we know.
+        elif t in (MT.TRANSFER_LEADER, MT.PROP) and self.lead not in (NONE, m.from_):
+            # A request that reached a follower (it was sent to this node while it led):
+            # pass it on to the leader we know, *as ourselves*. Every message a node emits
+            # names it as the sender: the transport checks that against the connection's
+            # hello and drops the whole connection otherwise, losing everything queued
+            # behind it. A leader does not care who hands it a proposal.
             self._send(
-                Message(
-                    t,
-                    to=self.lead,
-                    from_=m.from_ if t is not MT.TRANSFER_LEADER else self.id,
-                    index=m.index,
-                    entries=m.entries,
-                    context=m.context,
-                )
+                Message(t, to=self.lead, from_=self.id, index=m.index, entries=m.entries)
             )
+        # A READ_INDEX from another node is not passed on: its answer must go back to the
+        # requester, which this node cannot send for it; the requester asks again of the
+        # leader it learns about next (the shell re-asks reads on every change of leader).
 
     def _handle_append(self, m: Message) -> None:
         log = self.log

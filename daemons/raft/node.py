@@ -225,6 +225,7 @@ class RaftShell:
             server_ssl=cfg.server_ssl,
             client_ssl=cfg.client_ssl,
             rng=self._rng,
+            proposal_ttl=cfg.proposal_timeout,
         )
         await self.transport.start()
         for pid, addr in self.addresses.items():

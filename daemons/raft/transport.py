@@ -18,7 +18,10 @@ writes on that connection, and only reads on connections peers dialled to it. Ea
 has its own bounded outbound queue drained by its own writer task, so a slow or stuck
 peer fills only its own queue; once full, further messages to it are dropped, which Raft
 tolerates (it retransmits on the next heartbeat or probe). Broken connections are redialled
-with capped exponential backoff and jitter.
+with capped exponential backoff and jitter. The dialling side watches its connection for
+end-of-file, so a peer that went away is noticed before anything more is written into the
+dead socket. What was queued for a broken link is dropped, except forwarded proposals
+(``PROP``), which Raft never resends: they wait for the link, up to the proposer's timeout.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import contextlib
 import logging
 import random
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +39,7 @@ from typing import Any
 import msgpack
 
 from . import codec
-from .messages import Message
+from .messages import Message, MessageType
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +157,7 @@ class TransportStats:
     dropped_queue_full: int = 0
     rejected_connections: int = 0
     reconnects: int = 0
+    stale_proposals: int = 0  # forwarded proposals dropped for waiting too long
     per_peer_dropped: dict[int, int] = field(default_factory=dict)
 
 
@@ -180,7 +185,9 @@ class _Peer:
         self.transport = transport
         self.peer_id = peer_id
         self.address = address
-        self.queue: asyncio.Queue[Message] = asyncio.Queue(transport.queue_size)
+        #: (when queued, message): the time lets a proposal that waited out a long
+        #: outage be dropped instead of applied long after its client gave up
+        self.queue: asyncio.Queue[tuple[float, Message]] = asyncio.Queue(transport.queue_size)
         self.backoff = Backoff(transport.backoff_initial, transport.backoff_max)
         self.task = asyncio.get_running_loop().create_task(self._run())
         self.connected = False
@@ -191,7 +198,7 @@ class _Peer:
             writer: asyncio.StreamWriter | None = None
             try:
                 host, port = self.address
-                _, writer = await asyncio.wait_for(
+                reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(
                         host,
                         port,
@@ -204,7 +211,7 @@ class _Peer:
                 await writer.drain()
                 self.connected = True
                 self.backoff.reset()
-                await self._pump(writer)
+                await self._pump_until_closed(reader, writer)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -221,24 +228,69 @@ class _Peer:
                     # close flush, and nothing queued for a broken link is worth keeping.
                     writer.transport.abort()
 
+    async def _pump_until_closed(self, reader: asyncio.StreamReader,
+                                 writer: asyncio.StreamWriter) -> None:
+        """Write queued messages until the connection breaks; raise when it does.
+
+        Nothing is ever read on this connection, so a peer that went away (restarted,
+        was killed, dropped us after a bad frame) shows only as end-of-file on the read
+        side. Without watching for it, the next batch would be written into a dead
+        socket and lost, and only the write after that would fail.
+        """
+        pump = asyncio.ensure_future(self._pump(writer))
+        closed = asyncio.ensure_future(reader.read(1))
+        try:
+            await asyncio.wait((pump, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, closed):
+                task.cancel()
+            await asyncio.gather(pump, closed, return_exceptions=True)
+        if pump.done() and not pump.cancelled() and pump.exception() is not None:
+            raise pump.exception()  # type: ignore[misc]
+        raise ConnectionError("the peer closed the connection")
+
     async def _pump(self, writer: asyncio.StreamWriter) -> None:
         t = self.transport
         while True:
             batch = [await self.queue.get()]
             while not self.queue.empty() and len(batch) < 1024:
                 batch.append(self.queue.get_nowait())
-            writer.write(b"".join(encode_frame(codec.encode_message(m)) for m in batch))
-            t.stats.sent += len(batch)
+            fresh = self._fresh(batch)
+            if not fresh:
+                continue
+            writer.write(b"".join(encode_frame(codec.encode_message(m)) for m in fresh))
+            t.stats.sent += len(fresh)
             await writer.drain()
 
     def _discard_queued(self) -> None:
-        """Messages queued for an unreachable peer are stale by the time it is back."""
+        """Drop what is queued for an unreachable peer, except proposals.
+
+        Appends, heartbeats and votes are stale by the time the peer is back, and Raft
+        sends fresh ones. A forwarded proposal (``PROP``) is sent once and never again:
+        dropping it here would leave its client waiting for the proposal timeout. One
+        still queued was never written, so keeping it cannot deliver it twice. It is
+        kept only while its proposer may still be waiting (`PeerTransport.proposal_ttl`).
+        """
+        kept = []
         while not self.queue.empty():
-            self.queue.get_nowait()
+            item = self.queue.get_nowait()
+            if item[1].type is MessageType.PROP:
+                kept.append(item)
+        for item in kept:
+            self.queue.put_nowait(item)
+
+    def _fresh(self, batch: list[tuple[float, Message]]) -> list[Message]:
+        """The batch's messages, without proposals older than the proposer's timeout:
+        their clients were told the outcome is unknown, and a write applied long after
+        that could overwrite a newer one they made since."""
+        oldest = time.monotonic() - self.transport.proposal_ttl
+        fresh = [m for queued, m in batch if queued >= oldest or m.type is not MessageType.PROP]
+        self.transport.stats.stale_proposals += len(batch) - len(fresh)
+        return fresh
 
     def enqueue(self, message: Message) -> bool:
         try:
-            self.queue.put_nowait(message)
+            self.queue.put_nowait((time.monotonic(), message))
         except asyncio.QueueFull:
             return False
         return True
@@ -268,6 +320,7 @@ class PeerTransport:
         client_ssl: ssl.SSLContext | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         queue_size: int = 4096,
+        proposal_ttl: float = 5.0,
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
         connect_timeout: float = 2.0,
@@ -282,6 +335,8 @@ class PeerTransport:
         self.client_ssl = client_ssl
         self.max_frame_bytes = max_frame_bytes
         self.queue_size = queue_size
+        #: a forwarded proposal still queued after this many seconds is dropped
+        self.proposal_ttl = proposal_ttl
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.connect_timeout = connect_timeout
@@ -318,6 +373,11 @@ class PeerTransport:
         peer = self._peers.pop(peer_id, None)
         if peer is not None:
             peer.task.cancel()
+
+    def is_connected(self, peer_id: int) -> bool:
+        """Whether the connection to ``peer_id`` is up (as far as this side can tell)."""
+        peer = self._peers.get(peer_id)
+        return peer is not None and peer.connected
 
     def peers(self) -> dict[int, tuple[str, int]]:
         return {pid: p.address for pid, p in self._peers.items()}

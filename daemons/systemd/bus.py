@@ -88,6 +88,15 @@ class Bus:
             raise from_dbus(reply.error_name or "", str(text), unit)
         return reply
 
+    async def emit(self, path: str, interface: str, member: str, signature: str = "",
+                   body: list[Any] | None = None) -> None:
+        """Sends a signal from this connection and waits until it is written out."""
+        try:
+            await self._bus.send(Message.new_signal(path, interface, member, signature,
+                                                    body or []))
+        except (EOFError, ConnectionError) as exc:
+            raise Disconnected(f"{interface}.{member}: connection closed ({exc!r})") from exc
+
     async def get_property(self, destination: str, path: str, interface: str, name: str) -> Any:
         reply = await self.call(
             destination,

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import cgroups, network, rootfs
+from .abboot import unmount
 from .machine import Machine, MachineError, pid_alive
 
 RUNS_DIR = rootfs.CACHE_DIR / "machines"
@@ -61,6 +62,7 @@ def sweep_stale_runs() -> list[str]:
                 cgroups.kill_all(paths)
                 cgroups.remove(paths)
                 network.delete_link(f"vb-{name}")
+                unmount(machine_dir)  # an A/B machine's /usr mount and loop device
         if bridge_file.exists():
             network.delete_link(bridge_file.read_text().strip())
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -71,7 +73,14 @@ def sweep_stale_runs() -> list[str]:
 class Cluster:
     """N machines booted from the cached root, reachable from each other and the host."""
 
-    def __init__(self, count: int, *, prefix: str = "m", recipe: rootfs.Recipe | None = None):
+    def __init__(
+        self,
+        count: int,
+        *,
+        prefix: str = "m",
+        recipe: rootfs.Recipe | None = None,
+        machine_class: type[Machine] = Machine,
+    ):
         if count < 1:
             raise ValueError("a cluster needs at least one machine")
         sweep_stale_runs()
@@ -91,7 +100,8 @@ class Cluster:
             addresses = {name: self.bridge.next_address() for name in names}
             hosts = {name: str(addr) for name, addr in addresses.items()}
             self.machines = [
-                Machine(name, self.template, self.run_dir, self.bridge, addresses[name], hosts)
+                machine_class(name, self.template, self.run_dir, self.bridge, addresses[name],
+                              hosts)
                 for name in names
             ]
         except BaseException:
@@ -130,6 +140,7 @@ class Cluster:
                 machine.kill()
             except (MachineError, OSError, subprocess.SubprocessError) as exc:
                 errors.append(exc)
+            unmount(machine.dir)
         if self.bridge is not None:
             self.bridge.delete()
             self.bridge = None

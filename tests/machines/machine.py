@@ -22,6 +22,7 @@ from . import cgroups, network
 
 BOOT_DEADLINE = 90.0
 STOP_DEADLINE = 30.0
+REBOOT_EXIT = 133  # systemd-nspawn's exit status when the container asked for a reboot
 
 
 class MachineError(RuntimeError):
@@ -145,6 +146,7 @@ class Machine:
         ]
         if self.bridge is not None:
             cmd.append(f"--network-bridge={self.bridge.name}")
+        cmd += self._boot_arguments()
         paths = self._cgroups
         with open(self.dir / f"console-{self.boots}.log", "wb") as log:
             self.launcher = subprocess.Popen(
@@ -158,6 +160,13 @@ class Machine:
         (self.dir / "launcher.pid").write_text(str(self.launcher.pid))
         self.boots += 1
         self.init_pid = None
+
+    def _boot_arguments(self) -> list[str]:
+        """Extra nspawn options, then arguments for init: the hook a bootloader plays in."""
+        return []
+
+    def _after_stop(self) -> None:
+        """Undo what a boot set up on the host once the machine is down (mounts, devices)."""
 
     def _find_init(self) -> int | None:
         if self.launcher is None or self.launcher.poll() is not None:
@@ -251,6 +260,7 @@ class Machine:
         if network.link_exists(self.veth):
             network.delete_link(self.veth)
         self.init_pid = None
+        self._after_stop()
 
     def restart(self, timeout: float = BOOT_DEADLINE) -> str:
         """Boots the same machine (same root, same identity) again after a stop or kill."""
@@ -258,6 +268,27 @@ class Machine:
             self.stop()
         self.start()
         return self.wait_running(timeout)
+
+    def wait_reboot_request(self, timeout: float) -> None:
+        """Waits until the machine asks for a reboot (nspawn exits 133) and cleans up
+        after it, without booting again; MachineError on another exit or none in time."""
+        if self.launcher is None:
+            raise MachineError(f"{self.name} was never started")
+        try:
+            status = self.launcher.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise MachineError(f"{self.name}: no reboot within {timeout:.0f}s") from exc
+        if status != REBOOT_EXIT:
+            raise MachineError(f"{self.name}: nspawn exited {status}, not a reboot "
+                               f"({REBOOT_EXIT})\n{self.console_log()[-2000:]}")
+        self._reap(time.monotonic() + STOP_DEADLINE)
+
+    def follow_reboot(self, timeout: float = BOOT_DEADLINE) -> str:
+        """Waits for the reboot the machine asked for (from inside: logind, systemctl),
+        then boots it again, as a host's nspawn unit with RestartForceExitStatus=133 does."""
+        self.wait_reboot_request(timeout)
+        self.start()
+        return self.wait_running(BOOT_DEADLINE)
 
     def destroy(self) -> None:
         """Kills the machine and removes its root copy."""

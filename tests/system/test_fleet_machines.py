@@ -56,6 +56,17 @@ def cluster(fleet):
     return fleet.cluster
 
 
+def listed_state(fleet: FleetCluster, client, unit: str) -> list[tuple[str, str]]:
+    """(machine id, ACTIVE column) of each ``fleetctl list-units`` row for ``unit``.
+
+    Columns are compared whole: a substring test for "active" also matches "inactive".
+    """
+    out = fleet.fleetctl(client, "list-units", "--no-legend", "--full",
+                         "--fields", "unit,machine,active").stdout
+    rows = [line.split() for line in out.splitlines() if line.strip()]
+    return [(row[1].split("/")[0], row[2]) for row in rows if row[0] == unit and len(row) == 3]
+
+
 def pinned(machine_id: str) -> str:
     return SLEEPER + f"\n[X-Fleet]\nMachineID={machine_id}\n"
 
@@ -195,9 +206,8 @@ def test_restarting_fleetd_leaves_units_running(fleet, cluster):
              30, "fleetd back up with a new process")
     # The restarted agent has reconciled once the cluster again reports the unit launched
     # from this machine; then the unit must still be the same process.
-    wait_for(lambda: "active" in fleet.fleetctl(
-        client, "list-units", "--no-legend", "--full", "--fields", "unit,machine,active"
-    ).stdout, 30, "the restarted agent to publish the unit's state again")
+    wait_for(lambda: listed_state(fleet, client, unit) == [(machine.machine_id, "active")],
+             30, "the restarted agent to publish the unit's state again")
     assert fleet.active_state(machine, unit) == "active"
     after = (fleet.show(machine, unit, "MainPID"),
              fleet.show(machine, unit, "ActiveEnterTimestampMonotonic"))
@@ -347,19 +357,40 @@ def test_template_specifiers_expand_in_the_running_unit_and_in_x_fleet(fleet, cl
                for m in fleet.machines)
 
 
-def test_rebooted_machine_rejoins_and_its_unit_keeps_running(fleet, cluster):
+def test_rebooted_machine_rejoins_and_its_unit_keeps_running_on_one_web_machine(fleet,
+                                                                              cluster):
     client = fleet.by_role("db")[0]
     unit = "rebooter.service"
     fleet.fleetctl(client, "start", fleet.submit(
         client, unit, SLEEPER + "\n[X-Fleet]\nMachineMetadata=role=web\n"))
     (host,) = fleet.wait_hosts(unit, lambda h: len(h) == 1, 30, "active once")
     machine = fleet.machine(host)
+    web = {m.name for m in fleet.by_role("web")}
     machine.run(["systemctl", "enable", "fleetd.socket", "fleetd.service"])
+    seen: list[list[str]] = []  # every sample of where systemd runs the unit, from here on
+
+    def once_on_web(hosts: list[str]) -> bool:
+        seen.append(hosts)
+        return len(hosts) == 1 and hosts[0] in web
+
     machine.restart()
-    # Shutdown purges (a stop job, not a restart), so the unit moves or comes back.
-    fleet.wait_hosts(unit, lambda h: len(h) == 1, 30, "active on one web machine again")
+    # Shutdown purges (a stop job, not a restart), so the unit moves to the other web
+    # machine, or comes back here if this one led the engine and returned within the lease.
+    (runner,) = fleet.wait_hosts(unit, once_on_web, 30, "active on one web machine again")
+    process = (fleet.show(fleet.machine(runner), unit, "MainPID"),
+               fleet.show(fleet.machine(runner), unit, "ActiveEnterTimestampMonotonic"))
     wait_for(lambda: len(fleet.listed_machines(client)) == 3, 30, f"{host} to rejoin")
     assert fleet.active_state(machine, "fleetd.service") == "active"
+    # Witness that the rejoined agent has reconciled: the cluster lists the unit as
+    # active on the machine that runs it, which the rejoined agent must not disturb.
+    wait_for(lambda: listed_state(fleet, client, unit) == [
+        (fleet.machine(runner).machine_id, "active")], 30, f"{unit} listed on {runner}")
+    assert fleet.wait_hosts(unit, once_on_web, 5, "still once") == [runner]
+    assert (fleet.show(fleet.machine(runner), unit, "MainPID"),
+            fleet.show(fleet.machine(runner), unit, "ActiveEnterTimestampMonotonic")
+            ) == process, "the unit was restarted when the rebooted machine rejoined"
+    assert fleet.show(fleet.machine(runner), unit, "SubState") == "running"
+    assert not [hosts for hosts in seen if len(hosts) > 1], seen  # never on two at once
     fleet.fleetctl(client, "destroy", unit)
     fleet.wait_hosts(unit, lambda h: h == [], 20, "stopped after destroy")
 

@@ -20,14 +20,24 @@ def _kvctl(machine, *args: str, endpoint: str = "http://127.0.0.1:2379"):
     return machine.run(["kvctl", "--endpoints", endpoint, *args], check=False)
 
 
+def _properties(machine, unit: str, *names: str) -> dict[str, str]:
+    """The unit's properties as systemd reports them (``systemctl show -p``, one
+    ``Name=value`` line each)."""
+    argv = ["systemctl", "show", unit]
+    for name in names:
+        argv += ["-p", name]
+    lines = machine.run(argv).stdout.splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
 def test_kvd_starts_as_notify_service_and_serves(installed):
     installed.run(["systemctl", "start", "kvd.service"])
-    # Type=notify: the start job finished only after kvd said READY=1, so it serves now.
-    show = installed.run(
-        ["systemctl", "show", "-p", "ActiveState", "-p", "SubState", "-p", "StatusText",
-         "kvd.service"]
-    ).stdout
-    assert "ActiveState=active" in show and "SubState=running" in show
+    # Type=notify: the start job finished only after kvd said READY=1, so it serves now;
+    # the status text is kvd's own STATUS= line, so the notification came from kvd.
+    show = _properties(installed, "kvd.service", "Type", "ActiveState", "SubState",
+                       "StatusText")
+    assert show == {"Type": "notify", "ActiveState": "active", "SubState": "running",
+                    "StatusText": "serving client requests"}
     assert _kvctl(installed, "set", "/greeting", "hello").returncode == 0
     got = _kvctl(installed, "get", "/greeting")
     assert got.returncode == 0 and got.stdout.strip() == "hello"

@@ -1,5 +1,11 @@
 """The flotilla-cloudinit command applied to a temp root: files, users, keys, drop-ins,
-update.conf; a second run changes nothing; bad input changes nothing and exits non-zero."""
+update.conf; a second run changes nothing; bad input changes nothing and exits non-zero.
+
+With ``--root`` there is no systemd or hostnamed to talk to (the command records what it
+would ask them), so what only they can do is checked where they run: a script really
+running as a transient unit after the config, and the hostnamed client refusing a
+metadata hostname on a running machine, are in tests/system/test_cloudinit_script_machine.py.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,22 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-CMD = [sys.executable, "-m", "flotilla.cloudinit.main"]
-AS_ROOT = os.geteuid() == 0 and shutil.which("useradd") is not None
+from .roots import CMD, run_cloudinit, snapshot
+
+
+@pytest.fixture
+def as_root() -> None:
+    """useradd --prefix needs root; the tests run as root and tests/setup.sh installs
+    useradd, so a gap is a broken setup: fail and name it (a skip would hide it in CI)."""
+    problems = [] if os.geteuid() == 0 else ["not running as root (useradd --prefix needs it)"]
+    if shutil.which("useradd") is None:
+        problems.append("useradd is missing (the passwd package)")
+    if problems:
+        pytest.fail("cannot create users in a root: " + "; ".join(problems))
 
 CONFIG = """\
 #cloud-config
@@ -72,18 +87,7 @@ def make_root(tmp_path: Path) -> Path:
 
 
 def run(root: Path, config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COREOS_PUBLIC_IPV4": "203.0.113.7"}
-    return subprocess.run([*CMD, "--from-file", str(config), "--root", str(root), *extra],
-                          capture_output=True, text=True, timeout=60, env=env, check=False)
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
-    out = {}
-    for path in sorted(root.rglob("*")):
-        st = path.lstat()
-        data = path.read_bytes() if path.is_file() and not path.is_symlink() else b""
-        out[str(path.relative_to(root))] = (st.st_mode, data)
-    return out
+    return run_cloudinit(root, config, *extra, addresses={"COREOS_PUBLIC_IPV4": "203.0.113.7"})
 
 
 @pytest.mark.timeout(60)
@@ -133,7 +137,7 @@ def test_apply_to_root_then_second_run_changes_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.skipif(not AS_ROOT, reason="useradd --prefix needs root")
+@pytest.mark.usefixtures("as_root")
 def test_users_are_created_with_useradd_once(tmp_path: Path) -> None:
     root = make_root(tmp_path)
     config = tmp_path / "user_data"
@@ -164,9 +168,26 @@ BAD = {
     "bad value": "#cloud-config\nhostname: h\ncoreos:\n  update:\n    reboot-strategy: sometimes\n",
     "user name like an option": ("#cloud-config\nwrite_files:\n  - path: /etc/a\n"
                                  "    content: x\nusers:\n  - name: --badname\n"),
-    "hostname hostnamed refuses": ("#cloud-config\nhostname: 'no spaces allowed'\n"
-                                   "write_files:\n  - path: /etc/a\n    content: x\n"),
+    # Refused by the validator, which applies hostnamed's rule before anything is asked;
+    # a metadata hostname skips the validator (test_metadata_hostname_... below).
+    "hostname outside hostnamed's rule": ("#cloud-config\nhostname: 'no spaces allowed'\n"
+                                          "write_files:\n  - path: /etc/a\n    content: x\n"),
     "a directory as a file": "#cloud-config\nwrite_files:\n  - path: /etc/\n    content: x\n",
+}
+
+
+# What each refusal names, so the operator finds the problem (and the test knows that the
+# refusal came from the check it is about, not from an earlier one).
+BAD_NAMES = {
+    "malformed yaml": "line",
+    "wrong type": "users",
+    "dotdot path": "/etc/../root/x",
+    "unknown encoding": "rot13",
+    "missing unit": "nope.service",
+    "bad value": "sometimes",
+    "user name like an option": "--badname",
+    "hostname outside hostnamed's rule": 'invalid hostname "no spaces allowed"',
+    "a directory as a file": "/etc/",
 }
 
 
@@ -180,6 +201,8 @@ def test_bad_input_changes_nothing_and_fails(tmp_path: Path, case: str) -> None:
     result = run(root, config)
     assert result.returncode == 1
     assert "nothing was changed" in result.stderr
+    assert BAD_NAMES[case] in result.stderr, result.stderr
+    assert not [line for line in result.stdout.splitlines() if line.startswith("[change]")]
     assert snapshot(root) == before
 
 
@@ -207,16 +230,57 @@ def test_ignition_config_is_left_alone(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_script_runs_as_a_transient_unit_after_the_config(tmp_path: Path) -> None:
+def test_script_is_saved_and_handed_to_systemd_after_the_metadata_is_applied(
+        tmp_path: Path) -> None:
+    """A script from a config drive: the drive's hostname and key are applied first, then
+    the script, with its tokens substituted, is saved 0744 and handed to systemd as a
+    transient unit; nothing of the script runs in the command itself."""
     root = make_root(tmp_path)
-    config = tmp_path / "user_data"
-    config.write_text("#!/bin/bash\necho $public_ipv4 > /tmp/x\n")
-    result = run(root, config, "--workspace", "/var/lib/fc")
+    latest = tmp_path / "drive/openstack/latest"
+    latest.mkdir(parents=True)
+    (latest / "user_data").write_text("#!/bin/bash\necho $public_ipv4 > /tmp/x\n")
+    (latest / "meta_data.json").write_text(
+        '{"hostname": "scripted", "public_keys": {"k": "ssh-rsa AAAAscript k"}}')
+    env = {**os.environ, "COREOS_PUBLIC_IPV4": "203.0.113.7"}
+    result = subprocess.run([*CMD, "--from-configdrive", str(tmp_path / "drive"), "--root",
+                             str(root), "--workspace", "/var/lib/fc"],
+                            capture_output=True, text=True, timeout=60, env=env, check=False)
     assert result.returncode == 0, result.stderr
     unit = (root / "var/lib/fc/scripts/unit-name").read_text().strip()
-    assert unit.startswith("flotilla-cloudinit-") and unit.endswith(".service")
+    assert re.fullmatch(r"flotilla-cloudinit-[0-9a-f]{12}\.service", unit), unit
     script = root / "var/lib/fc/scripts" / unit.removeprefix("flotilla-cloudinit-").removesuffix(
         ".service")
     assert script.read_text() == "#!/bin/bash\necho 203.0.113.7 > /tmp/x\n"
     assert (script.stat().st_mode & 0o777) == 0o744
-    assert f"run script as {unit}" in result.stdout
+    assert sorted(p.name for p in script.parent.iterdir()) == sorted([script.name, "unit-name"])
+    changes = [line for line in result.stdout.splitlines() if line.startswith("[change]")]
+    assert changes[-1] == f"[change] run script as {unit}", changes
+    assert "[change] set hostname scripted" in changes[:-1], changes
+    assert "[change] ssh keys for core as coreos-cloudinit (1 keys)" in changes[:-1], changes
+    assert (root / "etc/hostname").read_text() == "scripted\n"
+    assert (root / "home/core/.ssh/authorized_keys.d/coreos-cloudinit").read_text() == (
+        "ssh-rsa AAAAscript k\n")
+    assert not (root / "tmp/x").exists() and not Path("/tmp/x").exists()
+    assert result.stdout.splitlines()[-1].startswith("applied ")
+
+
+@pytest.mark.timeout(60)
+def test_metadata_hostname_outside_hostnameds_rule_is_refused_for_a_root_too(
+        tmp_path: Path) -> None:
+    """The metadata's hostname skips the cloud-config validator; on a running machine the
+    hostnamed client refuses it, and a --root run must refuse it the same way instead of
+    writing it to the image's /etc/hostname."""
+    root = make_root(tmp_path)
+    latest = tmp_path / "drive/openstack/latest"
+    latest.mkdir(parents=True)
+    (latest / "user_data").write_text("#cloud-config\nwrite_files:\n  - path: /etc/a\n"
+                                      "    content: x\n")
+    (latest / "meta_data.json").write_text('{"hostname": "no spaces allowed"}')
+    before = snapshot(root)
+    result = subprocess.run([*CMD, "--from-configdrive", str(tmp_path / "drive"), "--root",
+                             str(root)], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert ("failed: set hostname no spaces allowed: hostname no spaces allowed: "
+            "invalid hostname 'no spaces allowed'") in result.stderr, result.stderr
+    assert snapshot(root) == before

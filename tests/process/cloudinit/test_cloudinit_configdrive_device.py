@@ -17,10 +17,20 @@ from pathlib import Path
 import pytest
 from flotilla.cloudinit import datasource as ds
 
-NEEDS = ("losetup", "mkfs.ext4", "mount", "blkid")
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or any(shutil.which(tool) is None for tool in NEEDS),
-    reason="loop devices and mount need root and util-linux/e2fsprogs")
+NEEDS = ("losetup", "mkfs.ext4", "mount", "umount", "blkid")
+
+
+@pytest.fixture(autouse=True)
+def _root_and_tools() -> None:
+    """The tests run as root and tests/setup.sh installs util-linux and e2fsprogs, so a
+    gap is a broken setup: fail and name it, since a skip would pass unnoticed in CI."""
+    problems = [] if os.geteuid() == 0 else ["not running as root (loop devices and mount "
+                                             "need it)"]
+    missing = [tool for tool in NEEDS if shutil.which(tool) is None]
+    if missing:
+        problems.append(f"missing {', '.join(missing)} (util-linux, e2fsprogs)")
+    if problems:
+        pytest.fail("config drive test cannot run: " + "; ".join(problems))
 
 USER_DATA = "#cloud-config\nwrite_files:\n  - path: /etc/from-drive\n    content: drive-ok\n"
 META = '{"hostname": "drive-host", "public_keys": {"k": "ssh-rsa AAAAdrive k"}}'

@@ -1,7 +1,16 @@
-"""Real etcd (v2 API) and real fleetd processes on loopback addresses, for process tests.
+"""A real store (kvd or etcd, v2 API) and real fleetd processes on loopback, for process tests.
 
-Each fleetd runs with the in-memory systemd stand-in and writes what it was asked to
-do to a JSON state file, so tests can check from outside which units run where.
+The store is kvd by default and Debian's etcd 3.4 as the second backend: fleet speaks to
+the store only through the etcd v2 API, so the tests that depend on the store's
+behaviour (TTL expiry, watch streams, conditional writes) run on both (see
+``conftest.py``).
+
+Each fleetd runs with the in-memory systemd stand-in (``--systemd=standin``), which
+records every call the agent makes in a JSON state file. Tests read that record to see
+what the agent decided (which units it linked, started and stopped, on which machine);
+the load/active/sub states the stand-in reports are its own invention and are never
+asserted here. What systemd itself does is checked where real systemd runs, in the
+system tier (``tests/system/test_fleet_machines.py``).
 """
 
 from __future__ import annotations
@@ -20,10 +29,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conditions import free_port, wait_until
 
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parents[3]
+#: every store fleet supports; the first is the default for tests that need only one
+BACKENDS = ("kvd", "etcd")
+#: runs the marked test once per backend (the ``store`` fixture is in conftest.py)
+on_every_store = pytest.mark.parametrize("store", BACKENDS, indirect=True)
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str,
@@ -32,37 +47,39 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str,
     return wait_until(condition, timeout, what, interval=interval, tolerate=(Exception,))
 
 
-def store_command() -> list[str]:
-    """Debian's etcd by default; ``FLEET_TEST_STORE=kvd`` runs the same tests on our kvd,
-    which takes etcd's flags."""
-    if os.environ.get("FLEET_TEST_STORE") == "kvd":
+def store_command(backend: str) -> list[str]:
+    """The command that runs ``backend``; both take etcd's flags."""
+    if backend == "kvd":
         return [PYTHON, "-m", "flotilla.daemons.kv"]
-    return ["etcd"]
+    if backend == "etcd":
+        return ["etcd"]
+    raise ValueError(f"backend: unknown store {backend!r} (expected one of {BACKENDS})")
 
 
-class Etcd:
-    """A single-member etcd (or kvd) with the v2 API enabled, in a temp data dir."""
+class Store:
+    """A single-member kvd or etcd with the v2 API enabled, in a temp data dir."""
 
-    def __init__(self, host: str = "127.0.0.31") -> None:
+    def __init__(self, backend: str = BACKENDS[0], host: str = "127.0.0.31") -> None:
+        self.backend = backend
         self.host = host
-        self.dir = Path(tempfile.mkdtemp(prefix="fleet-etcd-"))
+        self.dir = Path(tempfile.mkdtemp(prefix=f"fleet-{backend}-"))
         self.client_port = free_port(host)
         self.peer_port = free_port(host)
         self.url = f"http://{host}:{self.client_port}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> Etcd:
+    def start(self) -> Store:
         peer = f"http://{self.host}:{self.peer_port}"
-        with open(self.dir / "etcd.log", "wb") as log:
+        with open(self.dir / "store.log", "wb") as log:
             self.proc = subprocess.Popen(
-                [*store_command(), "--enable-v2", "--name", "t",
+                [*store_command(self.backend), "--enable-v2", "--name", "t",
                  "--data-dir", str(self.dir / "data"),
                  "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
                  "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                  "--initial-cluster", f"t={peer}"],
                 stdout=log, stderr=subprocess.STDOUT)
         wait_for(lambda: urllib.request.urlopen(f"{self.url}/v2/keys/", timeout=1).status == 200,
-                 20, "etcd to answer")
+                 20, f"{self.backend} to answer")
         return self
 
     def stop(self) -> None:
@@ -80,6 +97,10 @@ class Etcd:
             if error.code == 404:
                 return None
             raise
+
+
+#: the name this class had while the tests ran on etcd only
+Etcd = Store
 
 
 class Fleetd:
@@ -121,11 +142,23 @@ class Fleetd:
 
         wait_for(answering, 20, f"fleetd {self.index} to register")
 
-    def active_units(self) -> list[str]:
+    def _standin_record(self) -> dict[str, Any]:
         try:
-            return json.loads(self.state_file.read_text())["active"]
+            return json.loads(self.state_file.read_text())
         except (FileNotFoundError, ValueError):
-            return []
+            return {}
+
+    def active_units(self) -> list[str]:
+        """Units this machine's agent has started and not stopped since.
+
+        The stand-in adds a unit to this list on the agent's start call and removes it
+        on the stop call, so the list is a record of the agent's decisions, nothing more.
+        """
+        return list(self._standin_record().get("active", []))
+
+    def calls(self) -> list[tuple[str, str]]:
+        """Every (call, unit) the agent made on its systemd, oldest first (last 500)."""
+        return [(kind, name) for kind, name in self._standin_record().get("calls", [])]
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None
@@ -183,19 +216,43 @@ class Cluster:
         (self.dir / name).write_text(text)
         return name
 
+    def alive(self) -> list[Fleetd]:
+        return [node for node in self.nodes if node.proc is not None and node.proc.poll() is None]
+
     def running(self) -> dict[str, str]:
-        """unit → machine id, from every stand-in systemd's active list."""
-        result: dict[str, str] = {}
-        for node in self.nodes:
-            if node.proc is not None and node.proc.poll() is None:
-                for unit in node.active_units():
-                    result.setdefault(unit, node.machine_id)
+        """unit → machine id of a live machine whose agent started it (see `active_units`).
+
+        A unit started on two machines appears once here; :meth:`placements` shows both.
+        """
+        return {unit: machines[0] for unit, machines in self.placements().items()}
+
+    def placements(self) -> dict[str, list[str]]:
+        """unit → ids of every live machine whose agent has it started."""
+        result: dict[str, list[str]] = {}
+        for node in self.alive():
+            for unit in node.active_units():
+                result.setdefault(unit, []).append(node.machine_id)
         return result
 
     def list_units(self) -> list[list[str]]:
+        """``fleetctl list-units`` rows of unit, active state, machine.
+
+        The active state there is the stand-in's invention: see :meth:`published_states`.
+        """
         out = self.fleetctl("list-units", "--no-legend", "--full",
                             "--fields", "unit,active,machine").stdout
         return [line.split() for line in out.splitlines() if line.strip()]
+
+    def published_states(self) -> dict[str, list[tuple[str, str]]]:
+        """unit → (machine id, unit hash) of every state an agent published, from the API.
+
+        Which machine publishes a state for which file is the agent's doing; the
+        systemd states inside come from the stand-in and are left out on purpose.
+        """
+        result: dict[str, list[tuple[str, str]]] = {}
+        for state in self.api("GET", "/state")[1]["states"]:
+            result.setdefault(state["name"], []).append((state["machineID"], state["hash"]))
+        return result
 
     def api(self, method: str, path: str, body: bytes | None = None,
             content_type: str | None = "application/json", node: int = 0

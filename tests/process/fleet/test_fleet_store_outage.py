@@ -29,7 +29,7 @@ from tests.process.kv_linearizable.nemesis import (
     remove_chain,
 )
 
-from .harness import Cluster, Etcd, running_cluster, wait_for
+from .harness import BACKENDS, Cluster, Store, running_cluster, wait_for
 
 UNIT = ("[Unit]\nDescription=outage test\n\n[Service]\nExecStart=/bin/sleep 1000\n\n"
         "[X-Fleet]\nConflicts=keep@*.service\n")
@@ -46,9 +46,10 @@ def stops(node) -> list[str]:
     return [name for kind, name in calls if kind == "stop"]
 
 
-@pytest.fixture
-def etcd() -> Iterator[Etcd]:
-    server = Etcd("127.0.0.36").start()
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A store of each backend on an address of its own, for the iptables rule."""
+    server = Store(request.param, "127.0.0.36").start()
     try:
         yield server
     finally:
@@ -58,7 +59,7 @@ def etcd() -> Iterator[Etcd]:
 
 
 @contextlib.contextmanager
-def requests_dropped(store: Etcd) -> Iterator[None]:
+def requests_dropped(store: Store) -> Iterator[None]:
     """Drop packets to the store's client port (a chain of our own, always removed)."""
     chain = f"FLT-OUTAGE-{os.getpid()}"
     before = iptables_rules()
@@ -73,7 +74,7 @@ def requests_dropped(store: Etcd) -> Iterator[None]:
         assert iptables_rules() == before
 
 
-def stall(store: Etcd) -> None:
+def stall(store: Store) -> None:
     assert store.proc is not None
     store.proc.send_signal(signal.SIGSTOP)
     try:
@@ -82,7 +83,7 @@ def stall(store: Etcd) -> None:
         store.proc.send_signal(signal.SIGCONT)
 
 
-def cut_off(store: Etcd) -> None:
+def cut_off(store: Store) -> None:
     with requests_dropped(store):
         time.sleep(OUTAGE)
 
@@ -97,9 +98,9 @@ def placed_units(cluster: Cluster) -> dict[str, str]:
 
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("outage", [stall, cut_off], ids=["stall", "cut-off"])
-def test_units_stay_put_through_a_store_outage_longer_than_agent_ttl(etcd: Etcd,
+def test_units_stay_put_through_a_store_outage_longer_than_agent_ttl(store: Store,
                                                                     outage) -> None:
-    with running_cluster(etcd, agent_ttl=f"{AGENT_TTL:.0f}s", interval=0.5) as cluster:
+    with running_cluster(store, agent_ttl=f"{AGENT_TTL:.0f}s", interval=0.5) as cluster:
         placed = placed_units(cluster)
 
         def all_back() -> bool:
@@ -110,7 +111,7 @@ def test_units_stay_put_through_a_store_outage_longer_than_agent_ttl(etcd: Etcd,
             # A refresh already queued in a stalled store's socket may land before its
             # own expiry sweep when it resumes: try again until the keys do lapse.
             for _ in range(ATTEMPTS):
-                outage(etcd)
+                outage(store)
                 wait_for(all_back, 20, "every machine to register again")
                 if "registering again" in "".join(node.log() for node in cluster.nodes):
                     break

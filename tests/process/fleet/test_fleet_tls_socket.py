@@ -1,4 +1,5 @@
-"""TLS client certificates to etcd, and the API on an activated / root-only unix socket."""
+"""TLS client certificates to the store (kvd and etcd), and the API on an activated /
+root-only unix socket."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from flotilla.daemons.kvclient import ClusterUnavailable, KVClient
 
-from .harness import PYTHON, REPO, Etcd, free_port, wait_for
+from .harness import BACKENDS, PYTHON, REPO, Store, free_port, store_command, wait_for
 
 
 def _name(common: str) -> x509.Name:
@@ -54,7 +55,8 @@ def _write(path: Path, cert=None, key=None) -> str:
 
 
 @pytest.mark.timeout(60)
-def test_kvclient_uses_client_certificates(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kvclient_uses_client_certificates(tmp_path: Path, backend: str) -> None:
     host = "127.0.0.32"
     ca_key, srv_key, cli_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
     ca = _cert("test-ca", ca_key, "test-ca", ca_key, ca=True)
@@ -71,9 +73,10 @@ def test_kvclient_uses_client_certificates(tmp_path: Path) -> None:
     }
     port, peer = free_port(host), free_port(host)
     url, peer_url = f"https://{host}:{port}", f"http://{host}:{peer}"
-    with open(tmp_path / "etcd.log", "wb") as log:
+    with open(tmp_path / "store.log", "wb") as log:
         proc = subprocess.Popen(
-            ["etcd", "--enable-v2", "--name", "tls", "--data-dir", str(tmp_path / "data"),
+            [*store_command(backend), "--enable-v2", "--name", "tls",
+             "--data-dir", str(tmp_path / "data"),
              "--listen-client-urls", url, "--advertise-client-urls", url,
              "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
              "--initial-cluster", f"tls={peer_url}", "--cert-file", files["srv"],
@@ -86,7 +89,7 @@ def test_kvclient_uses_client_certificates(tmp_path: Path) -> None:
                 await kv.set("/tls/x", "secret")
                 return (await kv.get("/tls/x")).node.value or ""
 
-        assert wait_for(lambda: asyncio.run(with_cert()) == "secret", 20, "etcd over TLS")
+        assert wait_for(lambda: asyncio.run(with_cert()) == "secret", 20, f"{backend} over TLS")
 
         async def without_cert() -> None:
             async with KVClient([url], cafile=files["ca"], request_timeout=2) as kv:
@@ -116,7 +119,7 @@ def _get(path: str, url: str) -> tuple[int, bytes]:
 
 
 @pytest.mark.timeout(60)
-def test_api_on_activated_socket_and_own_socket_is_root_only(etcd: Etcd) -> None:
+def test_api_on_activated_socket_and_own_socket_is_root_only(store: Store) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="fleet-sock-"))
     activated = workdir / "activated.sock"
     listener = socket.socket(socket.AF_UNIX)
@@ -125,7 +128,7 @@ def test_api_on_activated_socket_and_own_socket_is_root_only(etcd: Etcd) -> None
     own = workdir / "own.sock"
     (workdir / "fleet.conf").write_text("")
     args = [PYTHON, "-m", "flotilla.daemons.fleet", "--config", str(workdir / "fleet.conf"),
-            f"--etcd_servers={etcd.url}", "--etcd_key_prefix=/sock_test/",
+            f"--etcd_servers={store.url}", "--etcd_key_prefix=/sock_test/",
             "--machine_id=50c4e7", "--systemd=standin", f"--units_directory={workdir}/u",
             "--public_ip=127.0.0.1"]
     # systemd hands the socket over as fd 3 with LISTEN_PID/LISTEN_FDS set for fleetd.

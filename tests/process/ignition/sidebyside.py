@@ -4,7 +4,9 @@ Both tools get a fresh root seeded with the same minimal account databases. Debi
 binary is driven as its own blackbox tests drive it (``-platform file`` with
 ``IGNITION_CONFIG_FILE``, fetch stage then files stage); its SELinux relabel step is
 satisfied with a no-op ``setfiles`` on PATH. The trees are then compared entry by entry:
-type, mode, owner, file content, link target and hard-link counts.
+type, mode, owner, file content, link target and hard-link counts. A case that Ignition
+refuses is judged the same way: both tools must fail and both trees must still be the seed,
+since a refused config must change nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import shutil
 import stat
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 DEBIAN_IGNITION = "/usr/lib/dracut/modules.d/30ignition/ignition"
@@ -34,12 +37,23 @@ def available() -> bool:
     return os.access(DEBIAN_IGNITION, os.X_OK)
 
 
-def seed_root(root: Path, extra: dict[str, str] | None = None) -> None:
+def seed_root(root: Path, extra: dict[str, str] | None = None,
+              attrs: dict[str, dict[str, int]] | None = None) -> None:
+    """Write the seed files, then give the paths in ``attrs`` their ``mode``/``uid``/``gid``.
+
+    ``attrs`` exists because what Ignition does to an existing entry (replace it, keep it,
+    take its owner) only shows when that entry differs from what a fresh one would be.
+    """
     for rel, text in {**SEED, **(extra or {})}.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         os.chmod(path, 0o644)
+    for rel, meta in (attrs or {}).items():
+        path = root / rel
+        os.lchown(path, meta.get("uid", -1), meta.get("gid", -1))
+        if "mode" in meta:
+            os.chmod(path, meta["mode"])
 
 
 def stub_path(work: Path) -> str:
@@ -106,17 +120,38 @@ def snapshot(root: Path) -> dict[str, tuple]:
     return found
 
 
-def compare(work: Path, config: dict | str, seed: dict[str, str] | None = None) -> tuple:
-    """Apply ``config`` with both tools; return (debian tree, flotilla tree)."""
+@dataclass
+class Outcome:
+    """Both runs of one config: the seeded tree before, each tree after, each process."""
+
+    seeded: dict[str, tuple]
+    debian: dict[str, tuple]
+    ours: dict[str, tuple]
+    debian_run: subprocess.CompletedProcess[str]
+    ours_run: subprocess.CompletedProcess[str]
+
+
+def apply_both(work: Path, config: dict | str, seed: dict[str, str] | None = None,
+               attrs: dict[str, dict[str, int]] | None = None) -> Outcome:
+    """Apply ``config`` with both tools to identically seeded roots, whatever the result."""
     text = config if isinstance(config, str) else json.dumps(config)
     debian_root, ours_root = work / "debian-root", work / "flotilla-root"
     for root in (debian_root, ours_root):
         if root.exists():
             shutil.rmtree(root)
         root.mkdir()
-        seed_root(root, seed)
+        seed_root(root, seed, attrs)
+    seeded = snapshot(ours_root)
     debian = run_debian(work, debian_root, text)
-    assert debian.returncode == 0, debian.stdout[-3000:] + debian.stderr[-2000:]
     ours = run_flotilla(work, ours_root, text)
-    assert ours.returncode == 0, ours.stderr
-    return snapshot(debian_root), snapshot(ours_root)
+    return Outcome(seeded, snapshot(debian_root), snapshot(ours_root), debian, ours)
+
+
+def compare(work: Path, config: dict | str, seed: dict[str, str] | None = None,
+            attrs: dict[str, dict[str, int]] | None = None) -> tuple:
+    """Apply ``config`` with both tools, both must succeed; return (debian tree, ours)."""
+    outcome = apply_both(work, config, seed, attrs)
+    debian = outcome.debian_run
+    assert debian.returncode == 0, debian.stdout[-3000:] + debian.stderr[-2000:]
+    assert outcome.ours_run.returncode == 0, outcome.ours_run.stderr
+    return outcome.debian, outcome.ours

@@ -6,6 +6,17 @@ index-valued request parameters are translated the other way. TTLs are long enou
 never to expire during a run and are compared within a second; expiry itself is checked
 in its own scenario. Children of an unsorted listing are compared as a set because etcd
 lists them in Go map order.
+
+Parameter values are usually percent-encoded by the driver, but :class:`Raw` values go on
+the wire as written (``%25``, ``+``, ``%2B``, bad escapes, bytes that are not UTF-8) and
+:class:`Spelled` ones have their characters percent-escaped, so every parameter of every
+action is also exercised in spellings a second decoding would misread (issue #20). Values
+that differ only in bytes that are not UTF-8 are never compared with each other: kvd folds
+each such byte into U+FFFD while etcd keeps the bytes (a known difference).
+
+A live watch is only followed by its write once both servers have sent the watch's
+response headers: both flush them after the watcher is registered, so the headers are the
+witness that the write cannot be missed.
 """
 
 from __future__ import annotations
@@ -24,14 +35,39 @@ KEYS = ["/a", "/b", "/c", "/dir", "/dir/a", "/dir/b", "/dir/sub", "/dir/sub/c", 
         "/_hid", "/q", "/q/x", "/dir/sub/_h/d", "/sp%20ace", "/dir/%C3%BC", "/x%FFy",
         "/dir/a%2Fb"]
 DIRS = ["/dir", "/q", "/dir/sub", "/"]
+
+
+class Raw(str):
+    """A parameter value (or name) sent byte for byte; lone surrogates stand for bytes
+    that are not UTF-8 (``surrogateescape``), so only bodies may carry them."""
+
+
+class Spelled(str):
+    """A value sent with every other character percent-escaped (``true`` as
+    ``t%72u%65``): decoded once it is the plain text, decoded twice it is not."""
+
+
 VALUES = ["alpha", "beta", "gamma", "", "sp ace", "<&>", "ünï", "a+b=c&d"]
+ODD_VALUES = [Raw("50%25"), Raw("a%2541"), Raw("a+b%2Bc"), Raw("sp%20ace+x"), Raw("%25zz"),
+              Raw("%2525"), Raw("%FFx%FE"), Raw("%e4%bd"), Raw("%C3%BC%3B%26%3D")]
+PREV_VALUES = ["alpha", "beta", "gamma", Raw("50%25"), Raw("a%2541"), Raw("a+b%2Bc"),
+               Raw("%FFx%FE"), Raw("%25zz")]
+BAD_ESCAPES = [Raw("%zz"), Raw("100%"), Raw("%4"), Raw("a%%41"), Raw("%g0"), Raw('%"a'),
+               Raw("%\\x"), Raw("50%2")]
+BODY_BYTES = [Raw("x\udcffy"), Raw("\udce4\udcbd"), Raw("ü+%FF"), Raw("%\udcff\udcfe"),
+              Raw("%z\udcc3\udca9"), Raw("%\t"), Raw("a;b")]
+ODD_PARAMS = ("value", "prevValue", "ttl", "waitIndex", "prevIndex", "dir", "recursive",
+              "wait", "prevExist", "sorted", "quorum", "refresh", "noValueOnSuccess")
 BOOLS = ["true", "false", "1", "0", "t", "F", "True"]
 BAD_BOOLS = ["yes", "2", "", "tru"]
 BAD_UINTS = ["-1", "abc", "", "1.5", "18446744073709551616", "+3"]
 IDX_PARAMS = ("prevIndex", "waitIndex")
 HEADERS_COMPARED = ("Content-Type", "Allow", "Location")
 
-_INDEX_IN_TEXT = re.compile(r"\d+")
+# Indexes in causes: "[prevIndex != modifiedIndex]" and "cleared [oldest/asked]". A value
+# compare "[prevValue != value]" looks the same only when both values are numbers, which
+# the generator never stores.
+_INDEXES_IN_CAUSE = re.compile(r"\[(\d+)( != |/)(\d+)\]")
 _EXPIRATION = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
 _ORDERED = re.compile(r"/(\d{20})(?=/|$)")
 
@@ -63,27 +99,71 @@ class Op:
         return f"{self.method} {self.path}?{self.query}{self.raw_query} body={self.body}"
 
 
+def _spell(text: str) -> str:
+    """Every other character percent-escaped, with alternating hex case; spaces as ``+``."""
+    out = []
+    for i, char in enumerate(text):
+        if char == " ":
+            out.append("+")
+        elif i % 2:
+            escaped = quote(char, safe="")
+            if escaped == char:
+                escaped = "".join(f"%{b:02X}" if i % 4 == 1 else f"%{b:02x}"
+                                  for b in char.encode())
+            out.append(escaped)
+        else:
+            out.append(quote(char, safe=""))
+    return "".join(out)
+
+
+def _encode_one(text: str, translated: str) -> str:
+    if isinstance(text, Raw):
+        return text
+    if isinstance(text, Spelled):
+        return _spell(translated)
+    return quote(translated, safe="")
+
+
 def _encode(pairs: list[tuple[str, str]], target: Target) -> str:
     out = []
     for name, value in pairs:
-        if name in IDX_PARAMS and value.isdigit():
-            value = str(target.absolute(int(value)))
-        out.append(f"{quote(name, safe='')}={quote(value, safe='')}")
+        translated = value
+        if name in IDX_PARAMS and value.isdigit() and not isinstance(value, Raw):
+            translated = str(target.absolute(int(value)))
+        out.append(f"{_encode_one(name, name)}={_encode_one(value, translated)}")
     return "&".join(out)
+
+
+def odd_params(op: Op) -> set[str]:
+    """``"METHOD name where"`` for each parameter sent in a :class:`Raw` or
+    :class:`Spelled` spelling: which actions the run exercised that way."""
+    seen = set()
+    for where, pairs in (("query", op.query), ("body", op.body or [])):
+        for name, value in pairs:
+            if isinstance(value, Raw | Spelled) or isinstance(name, Raw | Spelled):
+                seen.add(f"{op.method} {name} {where}")
+    return seen
+
+
+NO_EVENT = b"<no event yet>"
 
 
 async def send(session: aiohttp.ClientSession, target: Target, op: Op,
                timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    """One request and its whole answer. A history watch that is still waiting 0.4 s after
+    its headers arrived (the servers had their history in hand by then) has no event."""
+    resp = await open_request(session, target, op, timeout)
     if op.kind == "history-watch":
-        try:
-            return await _send(session, target, op, 0.4)
-        except TimeoutError:
-            return 0, {}, b"<no event yet>"
-    return await _send(session, target, op, timeout)
+        return await finish(resp, 0.4, may_wait=True)
+    return await finish(resp, timeout)
 
 
-async def _send(session: aiohttp.ClientSession, target: Target, op: Op,
-                timeout: float) -> tuple[int, dict[str, str], bytes]:
+async def open_request(session: aiohttp.ClientSession, target: Target, op: Op,
+                       timeout: float = 5.0) -> aiohttp.ClientResponse:
+    """Send ``op`` and return once the response headers are in (the body is not read).
+
+    For a watch the headers are the witness that the server registered the watcher:
+    etcd and kvd both flush them right after registering it, before any event."""
     query = _encode(op.query, target)
     if op.raw_query:
         query = f"{query}&{op.raw_query}" if query else op.raw_query
@@ -91,17 +171,35 @@ async def _send(session: aiohttp.ClientSession, target: Target, op: Op,
     data = None
     headers = {}
     if op.body is not None:
-        data = _encode(op.body, target).encode()
+        data = _encode(op.body, target).encode("utf-8", "surrogateescape")
         headers["Content-Type"] = op.content_type
-    async with session.request(op.method, aiohttp.client.URL(url, encoded=True), data=data,
-                               headers=headers, allow_redirects=False,
-                               timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-        body = await resp.read()
-        return resp.status, dict(resp.headers), body
+    async with asyncio.timeout(timeout):
+        return await session.request(op.method, aiohttp.client.URL(url, encoded=True),
+                                     data=data, headers=headers, allow_redirects=False,
+                                     timeout=aiohttp.ClientTimeout(total=None))
+
+
+async def finish(resp: aiohttp.ClientResponse, timeout: float = 5.0, *,
+                 may_wait: bool = False) -> tuple[int, dict[str, str], bytes]:
+    """The status, headers and body of an opened request. A body that does not arrive
+    within ``timeout`` seconds raises TimeoutError, or with ``may_wait`` counts as
+    :data:`NO_EVENT`: a watch still waiting."""
+    try:
+        async with asyncio.timeout(timeout):
+            body = await resp.read()
+    except TimeoutError:
+        resp.close()  # the server sees the connection go and drops its watcher
+        if not may_wait:
+            raise
+        return 0, {}, NO_EVENT
+    resp.release()
+    return resp.status, dict(resp.headers), body
 
 
 def _rebase_text(text: str, target: Target) -> str:
-    return _INDEX_IN_TEXT.sub(lambda m: str(target.relative(int(m.group(0)))), text)
+    return _INDEXES_IN_CAUSE.sub(
+        lambda m: f"[{target.relative(int(m.group(1)))}{m.group(2)}"
+                  f"{target.relative(int(m.group(3)))}]", text)
 
 
 def _rebase_key(key: str, target: Target) -> str:
@@ -184,8 +282,19 @@ class Generator:
     def _index(self) -> str:
         rng = self.rng
         if self.seen_indexes and rng.random() < 0.7:
-            return str(rng.choice(self.seen_indexes[-30:]))
-        return str(rng.randint(0, self.current + 2))
+            return self._odd(str(rng.choice(self.seen_indexes[-30:])))
+        return self._odd(str(rng.randint(0, self.current + 2)))
+
+    def _odd(self, text: str, chance: float = 0.25) -> str:
+        """``text`` itself, or sometimes the same text in a :class:`Spelled` spelling."""
+        return Spelled(text) if self.rng.random() < chance else text
+
+    def _value(self) -> str:
+        rng = self.rng
+        return rng.choice(ODD_VALUES) if rng.random() < 0.3 else self._odd(rng.choice(VALUES))
+
+    def _bool(self) -> str:
+        return self._odd(self.rng.choice(BOOLS))
 
     def _place(self, op: Op, params: list[tuple[str, str]]) -> Op:
         rng = self.rng
@@ -197,38 +306,46 @@ class Generator:
         rng.shuffle(op.query)
         return op
 
-    def write(self) -> Op:
+    def write(self, near: str | None = None) -> Op:
+        """A random write; with ``near`` (a watched key), to that key or below it, and
+        mostly a plain set, so that the watch has something to see."""
         rng = self.rng
         method = rng.choices(["PUT", "POST", "DELETE"], [6, 1, 3])[0]
         key = rng.choice(DIRS if method == "POST" else KEYS)
+        if near is not None:
+            below = [k for k in KEYS if k.startswith(near.rstrip("/") + "/")]
+            key = near if not below or rng.random() < 0.6 else rng.choice(below)
+            if rng.random() < 0.6:
+                return self._place(Op("PUT", "/v2/keys" + key, kind="write"),
+                                   [("value", self._value())])
         params: list[tuple[str, str]] = []
         if method == "DELETE":
             for name in ("dir", "recursive"):
                 if rng.random() < 0.3:
-                    params.append((name, rng.choice(BOOLS)))
+                    params.append((name, self._bool()))
             if rng.random() < 0.25:
-                params.append(("prevValue", rng.choice(VALUES[:3])))
+                params.append(("prevValue", rng.choice(PREV_VALUES)))
             if rng.random() < 0.25:
                 params.append(("prevIndex", self._index()))
             return self._place(Op(method, "/v2/keys" + key, kind="write"), params)
         refresh = method == "PUT" and rng.random() < 0.1
         if not refresh and rng.random() < 0.9:
-            params.append(("value", rng.choice(VALUES)))
+            params.append(("value", self._value()))
         if rng.random() < 0.2 or refresh:
-            params.append(("ttl", str(rng.randint(100, 300))))
+            params.append(("ttl", self._odd(str(rng.randint(100, 300)))))
         if rng.random() < 0.15:
-            params.append(("dir", rng.choice(BOOLS)))
+            params.append(("dir", self._bool()))
         if refresh:
-            params.append(("refresh", "true"))
+            params.append(("refresh", self._odd("true")))
         if method == "PUT":
             if rng.random() < 0.3:
-                params.append(("prevExist", rng.choice(["true", "false"])))
+                params.append(("prevExist", self._odd(rng.choice(["true", "false"]))))
             if rng.random() < 0.2:
-                params.append(("prevValue", rng.choice(VALUES[:3])))
+                params.append(("prevValue", rng.choice(PREV_VALUES)))
             if rng.random() < 0.2:
                 params.append(("prevIndex", self._index()))
         if rng.random() < 0.1:
-            params.append(("noValueOnSuccess", "true"))
+            params.append(("noValueOnSuccess", self._odd("true")))
         return self._place(Op(method, "/v2/keys" + key, kind="write"), params)
 
     def read(self) -> Op:
@@ -237,7 +354,7 @@ class Generator:
         params = []
         for name in ("recursive", "sorted", "quorum"):
             if rng.random() < 0.4:
-                params.append((name, rng.choice(BOOLS)))
+                params.append((name, self._bool()))
         method = "HEAD" if rng.random() < 0.05 else "GET"
         return Op(method, "/v2/keys" + key.rstrip("/"), params, kind="read")
 
@@ -251,25 +368,27 @@ class Generator:
         else:
             key = rng.choice([*KEYS, "/"])
             since = rng.randint(max(1, self.current - 400), max(1, self.current))
-        params = [("wait", "true"), ("waitIndex", str(since))]
+        params = [("wait", self._odd("true")), ("waitIndex", self._odd(str(since)))]
         if rng.random() < 0.5:
-            params.append(("recursive", "true"))
+            params.append(("recursive", self._odd("true")))
         return Op("GET", "/v2/keys" + key.rstrip("/"), params, kind="history-watch")
 
     def live_watch(self) -> Op:
         rng = self.rng
         key = rng.choice([*KEYS, "/", "/dir/sub/_h"])
-        params = [("wait", "true")]
+        params = [("wait", self._odd("true"))]
         if rng.random() < 0.5:
-            params.append(("recursive", "true"))
+            params.append(("recursive", self._odd("true")))
         if rng.random() < 0.5:
-            params.append(("waitIndex", str(self.current + 1)))
+            params.append(("waitIndex", self._odd(str(self.current + 1))))
         return Op("GET", "/v2/keys" + key.rstrip("/"), params, kind="live-watch")
 
     def malformed(self) -> Op:
         rng = self.rng
         key = "/v2/keys" + rng.choice(KEYS)
-        choice = rng.randint(0, 13)
+        choice = rng.randint(0, 17)
+        if choice >= 14:
+            return self._malformed_spelling(key, choice)
         if choice == 0:
             return Op("PUT", key, [(rng.choice(["dir", "recursive", "sorted", "quorum",
                                                  "stream", "prevExist", "refresh",
@@ -291,7 +410,10 @@ class Generator:
             return Op("PUT", key, [("refresh", "true")], kind="bad")
         if choice == 6:
             return Op("PUT", key, raw_query=rng.choice(["value=%zz", "a=1;b=2", "value=%4",
-                                                        "%=x", "value=%e4%bd"]), kind="bad")
+                                                        "%=x", "value=%e4%bd", "value=%zz&a;b",
+                                                        "a;b&value=%zz", "%zz=1&value=v",
+                                                        "value=50%25&prevValue=%"]),
+                      kind="bad")
         if choice == 7:
             return Op("PUT", key, body=[("value", "fromjson")], content_type="application/json",
                       kind="bad")
@@ -310,6 +432,29 @@ class Generator:
             return Op("PUT", key, body=[("value", "a"), ("value", "b")],
                       query=[("value", "c")], kind="bad")
         return Op("PUT", key, [("ttl", "")], body=[("value", "v")], kind="bad")
+
+    def _malformed_spelling(self, key: str, choice: int) -> Op:
+        """Bad escapes in any parameter, bytes that are not UTF-8 in bodies, encoded names."""
+        rng = self.rng
+        method = rng.choice(["PUT", "POST", "DELETE", "GET"])
+        if choice == 14:  # a bad escape in one parameter, the query or (PUT/POST) the body
+            op = Op(method, key, [("value", "v")], kind="bad")
+            bad = (rng.choice(ODD_PARAMS), rng.choice(BAD_ESCAPES))
+            if method in ("PUT", "POST") and rng.random() < 0.5:
+                op.body = [bad]
+            else:
+                op.query.append(bad)
+            return op
+        if choice == 15:  # raw bytes in a body, some of them bad escapes
+            return Op(rng.choice(["PUT", "POST"]), key, [("ttl", Spelled("100"))],
+                      body=[(rng.choice(["value", "prevValue"]), rng.choice(BODY_BYTES))],
+                      kind="bad")
+        if choice == 16:  # a bad body and a bad query: the body's error is the answer
+            return Op("PUT", key, body=[("value", rng.choice(BAD_ESCAPES))],
+                      raw_query=rng.choice(["a;b", "value=%zz", "ttl=%2531"]), kind="bad")
+        name = rng.choice([Raw("va%6Cue"), Raw("prev%56alue"), Raw("%74tl"), Raw("%zz"),
+                           Raw("wait%49ndex"), Raw("va+lue")])
+        return Op("PUT", key, [(name, Spelled("12"))], kind="bad")
 
 
 @dataclass
@@ -356,16 +501,22 @@ async def run_sequence(etcd_url: str, kvd_url: str, seed: int, steps: int
             else:
                 op = gen.live_watch()
             counts[op.kind] = counts.get(op.kind, 0) + 1
+            for family in odd_params(op):
+                counts[f"odd {family}"] = counts.get(f"odd {family}", 0) + 1
             sort_children = not any(n == "sorted" and v.lower() in ("true", "1", "t")
                                     for n, v in op.query)
             if op.kind == "live-watch":
                 e_view, k_view, w_views = await _live_watch(session, etcd, kvd, gen, op)
                 if not ttl_close(w_views[0], w_views[1]):
                     mismatches.append(Mismatch(step, "write after watch", *w_views))
+                if e_view.get("status") == 200 and e_view.get("body") != NO_EVENT.decode():
+                    counts["live-watch fired"] = counts.get("live-watch fired", 0) + 1
             else:
                 e_view, k_view = await _pair(session, etcd, kvd, op, sort_children)
             if not ttl_close(e_view, k_view):
                 mismatches.append(Mismatch(step, op.describe(), e_view, k_view))
+            elif odd_params(op) and e_view["status"] in (200, 201):
+                counts["odd answered 2xx"] = counts.get("odd answered 2xx", 0) + 1
             index = e_view.get("X-Etcd-Index")
             if isinstance(index, int) and index > 0 and op.kind != "live-watch":
                 gen.current = max(gen.current, index)
@@ -379,19 +530,23 @@ async def run_sequence(etcd_url: str, kvd_url: str, seed: int, steps: int
 async def _live_watch(session: aiohttp.ClientSession, etcd: Target, kvd: Target,
                       gen: Generator, op: Op) -> tuple[dict[str, Any], dict[str, Any],
                                                        tuple[dict[str, Any], dict[str, Any]]]:
-    """Start the same watch on both, make one write, and compare what each watch saw."""
-    watches = [asyncio.ensure_future(send(session, t, op, timeout=0.4)) for t in (etcd, kvd)]
-    await asyncio.sleep(0.05)  # both watches registered before the write below
-    write = gen.write()
-    w_etcd, w_kvd = await _pair(session, etcd, kvd, write, True)
-    index = w_etcd.get("X-Etcd-Index")
-    if isinstance(index, int) and index > 0:
-        gen.current = max(gen.current, index)
-    results = []
-    for target, task in zip((etcd, kvd), watches, strict=True):
-        try:
-            status, headers, body = await task
-            results.append(view(target, status, headers, body, True))
-        except TimeoutError:
-            results.append({"timeout": True})
+    """Start the same watch on both, make one write, and compare what each watch saw.
+
+    The write waits for both watches' response headers (the witness that each watcher is
+    registered); after the write has been answered, a watch gets 1 s to deliver its event
+    and one still silent then has none. The caller counts the watches that fired."""
+    responses = await asyncio.gather(*(open_request(session, t, op) for t in (etcd, kvd)))
+    try:
+        write = gen.write(near=op.path[len("/v2/keys"):] or "/")
+        w_etcd, w_kvd = await _pair(session, etcd, kvd, write, True)
+        index = w_etcd.get("X-Etcd-Index")
+        if isinstance(index, int) and index > 0:
+            gen.current = max(gen.current, index)
+        answers = await asyncio.gather(*(finish(resp, 1.0, may_wait=True)
+                                         for resp in responses))
+    finally:
+        for resp in responses:
+            resp.close()
+    results = [view(target, *answer, True) for target, answer in zip((etcd, kvd), answers,
+                                                                       strict=True)]
     return results[0], results[1], (w_etcd, w_kvd)

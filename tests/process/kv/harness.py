@@ -16,6 +16,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from tests.conditions import free_port
 
 REPO = Path(__file__).resolve().parents[3]
@@ -107,6 +109,16 @@ def etcd_available() -> bool:
     return shutil.which("etcd") is not None
 
 
+def require_tools(*tools: str) -> None:
+    """Fail (never skip) when a reference tool is missing: tests/setup.sh installs Debian's
+    etcd-server and etcd-client, so a missing one means a broken setup, and a skip would
+    hide it in CI."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not installed (Debian's etcd-server/etcd-client); "
+                    "tests/setup.sh installs them")
+
+
 def start_etcd(workdir: Path, host: str) -> Server:
     port, peer = free_port(host), free_port(host)
     url, peer_url = f"http://{host}:{port}", f"http://{host}:{peer}"
@@ -125,3 +137,17 @@ def start_etcd(workdir: Path, host: str) -> Server:
         server.kill()
         raise
     return server
+
+
+def run_cli(argv: list[str], timeout: float = 10) -> tuple[int, str, str]:
+    """Run kvctl or etcdctl (v2 API) to completion: exit code, stdout, stderr."""
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, ETCDCTL_API="2", PYTHONPATH=str(REPO)))
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def store_index(url: str, key: str = "/_kvctl_base") -> int:
+    """Write ``key`` and return the store index it got: where later output is rebased."""
+    request = urllib.request.Request(f"{url}/v2/keys{key}", data=b"value=b", method="PUT")
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        return int(resp.headers["X-Etcd-Index"])

@@ -8,9 +8,7 @@ import urllib.request
 
 import pytest
 
-from tests.process.kv.harness import Server, etcd_available
-
-pytestmark = pytest.mark.skipif(not etcd_available(), reason="Debian etcd-server not installed")
+from tests.process.kv.harness import Server, require_tools
 
 REQUESTS = [
     ("GET", "/v2/stats/self", None), ("GET", "/v2/stats/store", None),
@@ -23,6 +21,11 @@ REQUESTS = [
     ("OPTIONS", "/v2/keys/a", None), ("GET", "/nonexistent", None), ("GET", "/v2/keysx", None),
     ("PATCH", "/v2/keys/a", None),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _etcd_installed() -> None:
+    require_tools("etcd")
 
 
 def _call(base: str, method: str, path: str, body: tuple[str, bytes] | None

@@ -77,13 +77,19 @@ def _accepts(path: Path) -> bool:
     return True
 
 
-def start_bus(socket_path: Path | None = None) -> PrivateBus:
-    """Start the bus; its socket sits in a directory the unprivileged caller can reach."""
-    workdir = Path(tempfile.mkdtemp(prefix="kvd-dbus-"))
+def start_bus(socket_path: Path | None = None, *, policy: Path = POLICY,
+              policy_text: str | None = None, prefix: str = "kvd-dbus-") -> PrivateBus:
+    """Start a bus with Debian's system.conf defaults and ``policy`` (kvd's unless told;
+    ``policy_text`` is a policy written for the test); its socket sits in a directory the
+    unprivileged caller can reach."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     workdir.chmod(0o755)  # uid 65534 must reach the socket
+    if policy_text is not None:
+        policy = workdir / "policy.conf"
+        policy.write_text(policy_text)
     socket_path = socket_path or workdir / "system_bus_socket"
     config = workdir / "bus.conf"
-    config.write_text(CONFIG.format(socket=socket_path, policy=POLICY))
+    config.write_text(CONFIG.format(socket=socket_path, policy=policy))
     log = open(workdir / "dbus-daemon.log", "wb")  # noqa: SIM115 (the child keeps it)
     proc = subprocess.Popen(["dbus-daemon", "--nofork", "--nopidfile",
                              f"--config-file={config}"],

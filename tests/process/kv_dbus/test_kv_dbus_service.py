@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
-from flotilla.daemons.kv.dbus_service import tolerate_full_socket
+from flotilla.daemons.systemd.served import tolerate_full_socket
 
 from tests.conditions import wait_until
 from tests.process.kv.harness import Server, http_get, start_kvd

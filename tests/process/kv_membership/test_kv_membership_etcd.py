@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,12 +19,10 @@ import pytest
 import requests
 
 from tests.conditions import free_port, wait_until
+from tests.process.kv.harness import require_tools
 from tests.process.kv_cluster.harness import REPO
 
 from .test_kv_membership_requests import BAD_ADDS
-
-pytestmark = pytest.mark.skipif(shutil.which("etcd") is None or shutil.which("etcdctl") is None,
-                                reason="Debian etcd-server/etcd-client not installed")
 
 HOSTS = ("127.0.0.31", "127.0.0.32", "127.0.0.33")
 
@@ -85,6 +82,7 @@ class EtcdCluster:
 
 @pytest.fixture(scope="module")
 def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    require_tools("etcd", "etcdctl")
     c = EtcdCluster(Path(tmp_path_factory.mktemp("etcd3")))
     try:
         c.start()

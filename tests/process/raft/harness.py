@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import ipaddress
+import itertools
 import json
 import os
 import random
@@ -25,6 +27,8 @@ from cryptography.x509.oid import NameOID
 from tests.conditions import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
+#: the value `Cluster.wait_converged` writes (the only one written more than once)
+BARRIER = "final-barrier"
 
 
 def request(addr: tuple[str, int], obj: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
@@ -154,22 +158,57 @@ class Cluster:
         return r["applied"], r["values"]
 
     def wait_converged(self, ids: list[int], timeout: float = 30) -> list[str]:
-        """Wait until every node in ``ids`` has applied the same log; return its values."""
+        """Wait until every node in ``ids`` has applied a new barrier write; return the
+        values they agree on, up to at least that barrier.
 
-        def same() -> list[str] | None:
+        The load may still be running. Then no two nodes need ever hold the same log at
+        the same instant (each read is a moment on one node, and the next put lands in
+        between), so waiting for equal logs would wait on luck. What Raft promises is
+        that every applied log is a prefix of the longer ones: so every node must have
+        applied the barrier's index and each log must be a prefix of the next. The
+        shortest log holds everything acknowledged before the barrier was proposed.
+        """
+
+        def barrier() -> int | None:
+            lead = self.leader(among=ids)
+            if lead is None:
+                return None
             try:
-                got = [self.values(i) for i in ids]
+                r = request(self.members[lead].client, {"op": "put", "value": BARRIER},
+                            timeout=10)
             except (OSError, ValueError):
                 return None
-            first = got[0]
-            if all(g == first for g in got):
-                return first[1]
-            return None
+            return r["index"] if r.get("ok") else None
 
-        # First make sure the latest leader has committed something of its own term.
-        lead = self.wait_leader(timeout, among=ids)
-        request(self.members[lead].client, {"op": "put", "value": "final-barrier"}, timeout=10)
-        return wait_until(same, timeout, f"nodes {ids} to converge", interval=0.2)
+        def agreed(index: int) -> list[str] | str:
+            try:
+                got = {i: self.values(i) for i in ids}
+            except (OSError, ValueError) as exc:
+                return f"not answering: {exc!r}"
+            behind = {i: applied for i, (applied, _) in got.items() if applied < index}
+            if behind:
+                return f"applied below the barrier at {index}: {behind}"
+            logs = sorted((values for _, values in got.values()), key=len)
+            for shorter, longer in itertools.pairwise(logs):
+                if longer[: len(shorter)] != shorter:
+                    raise AssertionError(f"logs diverge: {shorter[-5:]} vs "
+                                         f"{longer[len(shorter) - 5 : len(shorter)]}")
+            return logs[0]
+
+        index = wait_until(barrier, timeout, f"a barrier write among {ids}", interval=0.2)
+        reason = ["no answer yet"]
+
+        def converged() -> list[str] | None:
+            result = agreed(index)
+            if isinstance(result, str):
+                reason[0] = result
+                return None
+            return result
+
+        try:
+            return wait_until(converged, timeout, f"nodes {ids} to converge", interval=0.2)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {reason[0]}") from None
 
     def log_text(self, node_id: int) -> str:
         return self.members[node_id].log_path.read_text(errors="replace")
@@ -252,7 +291,7 @@ def check_history(
     counts: dict[str, int] = {}
     for v in values:
         counts[v] = counts.get(v, 0) + 1
-    dupes = [v for v, n in counts.items() if n > 1 and v != "final-barrier"]
+    dupes = [v for v, n in counts.items() if n > 1 and v != BARRIER]
     assert not dupes, f"applied more than once: {dupes[:10]}"
     position = {v: i for i, v in enumerate(values)}
     for c, client_acked in (acked if acked is not None else load.acked).items():
@@ -262,8 +301,9 @@ def check_history(
         assert order == sorted(order), f"client {c}: acknowledged puts applied out of order"
 
 
-def make_ca_and_cert(tmp: Path, name: str) -> None:
-    """Write ``<name>-ca.pem`` and a peer ``<name>.pem``/``<name>.key`` it signed."""
+def make_ca_and_cert(tmp: Path, name: str, san_ip: str | None = None) -> None:
+    """Write ``<name>-ca.pem`` and a peer ``<name>.pem``/``<name>.key`` it signed
+    (for ``san_ip`` too, when given, so clients that check the host name accept it)."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name}-ca")])
@@ -283,8 +323,11 @@ def make_ca_and_cert(tmp: Path, name: str) -> None:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(ca_key, hashes.SHA256())
     )
+    if san_ip is not None:
+        cert = cert.add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address(san_ip))]), critical=False)
+    cert = cert.sign(ca_key, hashes.SHA256())
     (tmp / f"{name}-ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (tmp / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (tmp / f"{name}.key").write_bytes(

@@ -201,9 +201,21 @@ def test_mutual_tls_delivers_and_refuses_strangers(tmp_path: Path) -> None:
         for i in range(20):
             a.t.send(msg(2, 1, i))
             c.t.send(msg(2, 3, i))
-        await wait_for(lambda: len(b.got) == 20, what="TLS delivery")
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: len(b.got) >= 20, what="TLS delivery")
+
+        async def until_refused_twice() -> None:
+            # The witness that the stranger's window has passed: c has seen b end two of
+            # its connections, each carrying its messages (c keeps writing, or its writer
+            # would never notice the refusal); a message from it ends the wait at once.
+            i = 20
+            while c.t.stats.reconnects < 2 and not any(m.from_ == 3 for m in b.got):
+                c.t.send(msg(2, 3, i))
+                i += 1
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(until_refused_twice(), 10)
         assert {m.from_ for m in b.got} == {1}
+        assert len(b.got) == 20 and b.t.stats.received == 20
         # A plaintext client gets nowhere either.
         reader, writer = await asyncio.open_connection(*b.t.listen)
         writer.write(encode_hello("test-cluster", 1, 2))
@@ -211,5 +223,70 @@ def test_mutual_tls_delivers_and_refuses_strangers(tmp_path: Path) -> None:
         writer.close()
         for n in (a, b, c):
             await n.t.close()
+
+    run(go)
+
+
+def prop(to: int, frm: int, data: bytes) -> Message:
+    return Message(type=MessageType.PROP, to=to, from_=frm, entries=(Entry(0, 1, data=data),))
+
+
+@pytest.mark.timeout(40)
+def test_a_peer_that_goes_away_is_noticed_without_writing_to_it() -> None:
+    async def go() -> None:
+        a, b = Node(1, "127.0.0.1"), Node(2, "127.0.0.2")
+        await a.t.start()
+        await b.t.start()
+        a.t.set_peer(2, b.t.listen)
+        a.t.send(msg(2, 1, 0))
+        await wait_for(lambda: len(b.got) == 1, what="first delivery")
+        assert a.t.is_connected(2)
+        sent = a.t.stats.sent
+        await b.t.close()
+        # Nothing more is sent: only the end-of-file on the read side can tell.
+        await wait_for(lambda: not a.t.is_connected(2), what="a to notice b went away")
+        assert a.t.stats.sent == sent
+        await a.t.close()
+
+    run(go)
+
+
+@pytest.mark.timeout(40)
+def test_a_forwarded_proposal_waits_out_failed_dials() -> None:
+    async def go() -> None:
+        a, b = Node(1, "127.0.0.1"), Node(2, "127.0.0.2")
+        await a.t.start()
+        a.t.set_peer(2, b.t.listen)  # nobody listens there yet
+        a.t.send(msg(2, 1, 0))
+        a.t.send(prop(2, 1, b"keep me"))
+        # Dials fail with the proposal queued; the append may go, the proposal may not.
+        await wait_for(lambda: a.t.stats.reconnects >= 2, what="failed dials")
+        await b.t.start()
+        await wait_for(lambda: any(m.type is MessageType.PROP for m in b.got), 10,
+                       what="the proposal once b listens")
+        assert [(m.type, m.entries[0].data) for m in b.got] == [(MessageType.PROP, b"keep me")]
+        await a.t.close()
+        await b.t.close()
+
+    run(go)
+
+
+@pytest.mark.timeout(40)
+def test_a_forwarded_proposal_older_than_its_timeout_is_dropped() -> None:
+    async def go() -> None:
+        a, b = Node(1, "127.0.0.1", proposal_ttl=0.3), Node(2, "127.0.0.2")
+        await a.t.start()
+        a.t.set_peer(2, b.t.listen)  # nobody listens there yet
+        a.t.send(prop(2, 1, b"too late"))
+        queued = asyncio.get_running_loop().time()
+        await wait_for(lambda: a.t.stats.reconnects >= 2
+                       and asyncio.get_running_loop().time() > queued + 0.5, what="failed dials")
+        await b.t.start()
+        a.t.send(msg(2, 1, 7))  # the witness that the link is up again
+        await wait_for(lambda: bool(b.got), 10, what="delivery once b listens")
+        assert [m.type for m in b.got] == [MessageType.APP]
+        assert a.t.stats.stale_proposals == 1
+        await a.t.close()
+        await b.t.close()
 
     run(go)

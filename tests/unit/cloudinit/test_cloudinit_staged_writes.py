@@ -11,18 +11,19 @@ import os
 from pathlib import Path
 
 import pytest
-from flotilla.cloudinit import fsutil, plan
+from flotilla.cloudinit import plan
 from flotilla.cloudinit.config import from_tree
 from flotilla.cloudinit.execute import ApplyError, Host, apply, observe
 from flotilla.cloudinit.rawyaml import load
+from flotilla.daemons import durable
 
 
 def _temps(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.name.startswith(fsutil.TEMP_PREFIX)]
+    return [p for p in root.rglob("*") if p.name.startswith(durable.TEMP_PREFIX)]
 
 
 def test_nothing_is_visible_before_commit_and_everything_after(tmp_path: Path) -> None:
-    batch = fsutil.StagedWrites()
+    batch = durable.StagedWrites()
     (tmp_path / "old").write_bytes(b"old")
     batch.write(tmp_path / "old", b"new", 0o640)
     batch.write(tmp_path / "a/b/c.conf", b"deep", 0o600)
@@ -41,11 +42,11 @@ def test_nothing_is_visible_before_commit_and_everything_after(tmp_path: Path) -
 
 
 def test_many_files_cost_one_filesystem_sync_plus_one_per_directory(tmp_path: Path) -> None:
-    batch = fsutil.StagedWrites()
+    batch = durable.StagedWrites()
     for i in range(30):
         batch.write(tmp_path / "etc" / f"f{i}", b"x", 0o644)
     batch.commit()
-    if fsutil._syncfs_function() is None:
+    if durable._syncfs_function() is None:
         pytest.fail("syncfs is expected on Linux with glibc")
     # one syncfs for the files, then the new directory and its parent
     assert batch.syncs == 1 + 2
@@ -55,7 +56,7 @@ def test_fsync_fallback_gives_the_same_result(tmp_path: Path) -> None:
     results = []
     for use_syncfs in (True, False):
         root = tmp_path / str(use_syncfs)
-        batch = fsutil.StagedWrites(use_syncfs=use_syncfs)
+        batch = durable.StagedWrites(use_syncfs=use_syncfs)
         for i in range(5):
             batch.write(root / f"f{i}", f"{i}".encode(), 0o600)
         batch.commit()
@@ -65,7 +66,7 @@ def test_fsync_fallback_gives_the_same_result(tmp_path: Path) -> None:
 
 
 def test_later_writes_to_the_same_path_win(tmp_path: Path) -> None:
-    batch = fsutil.StagedWrites()
+    batch = durable.StagedWrites()
     batch.write(tmp_path / "f", b"first", 0o644)
     batch.write(tmp_path / "f", b"second", 0o644)
     batch.commit()
@@ -75,7 +76,7 @@ def test_later_writes_to_the_same_path_win(tmp_path: Path) -> None:
 
 def test_remove_happens_at_commit(tmp_path: Path) -> None:
     (tmp_path / "gone").write_bytes(b"")
-    batch = fsutil.StagedWrites()
+    batch = durable.StagedWrites()
     batch.remove(tmp_path / "gone")
     assert (tmp_path / "gone").exists()
     batch.commit()
@@ -84,7 +85,7 @@ def test_remove_happens_at_commit(tmp_path: Path) -> None:
 
 def test_discard_leaves_destinations_and_no_temp_files(tmp_path: Path) -> None:
     (tmp_path / "keep").write_bytes(b"keep")
-    batch = fsutil.StagedWrites()
+    batch = durable.StagedWrites()
     batch.write(tmp_path / "keep", b"replaced", 0o644)
     batch.write(tmp_path / "new", b"new", 0o644)
     batch.discard()
@@ -95,7 +96,7 @@ def test_discard_leaves_destinations_and_no_temp_files(tmp_path: Path) -> None:
 
 def test_a_parent_that_is_a_file_is_an_error_naming_it(tmp_path: Path) -> None:
     (tmp_path / "etc").write_text("not a dir")
-    batch = fsutil.StagedWrites()
+    batch = durable.StagedWrites()
     with pytest.raises(NotADirectoryError, match="etc"):
         batch.write(tmp_path / "etc/x/y", b"", 0o644)
 
@@ -103,7 +104,7 @@ def test_a_parent_that_is_a_file_is_an_error_naming_it(tmp_path: Path) -> None:
 def test_owner_is_set_on_the_staged_file(tmp_path: Path) -> None:
     # Any owner as root; as another user, only one's own (the call is still made).
     owner = (1234, 4321) if os.geteuid() == 0 else (os.getuid(), os.getgid())
-    batch = fsutil.StagedWrites()
+    batch = durable.StagedWrites()
     batch.write(tmp_path / "owned", b"x", 0o600, *owner)
     batch.commit()
     st = (tmp_path / "owned").stat()

@@ -18,13 +18,12 @@ CASES: list[tuple[str, list[str]]] = [
     ("#cloud-config foo\nhostname: a\n",
      ['line 1: error: must be "#cloud-config" or begin with "#!"']),
     ("#cloud-config \nhostname: a\n", []),
-    # discovery URL (etcd only)
-    (H + "coreos:\n  etcd:\n    discovery: https://discovery.etcd.io/0000\n", [
-        'line 3: warning: deprecated key "etcd" (etcd is no longer shipped in Container Linux)']),
+    # discovery URL (etcd only). The original also warned that etcd, etcd2 and fleet are
+    # "no longer shipped"; here they configure kvd and fleetd, so that warning is gone.
+    (H + "coreos:\n  etcd:\n    discovery: https://discovery.etcd.io/0000\n", []),
     (H + "coreos:\n  locksmith:\n    endpoint: disco\n", []),
     (H + "coreos:\n  etcd:\n    discovery: disco\n", [
-        "line 4: warning: discovery URL is not valid",
-        'line 3: warning: deprecated key "etcd" (etcd is no longer shipped in Container Linux)']),
+        "line 4: warning: discovery URL is not valid"]),
     # encodings
     (H + "write_files:\n  - path: /a\n    encoding: base64\n    content: aGVsbG8K\n", []),
     (H + "write_files:\n  - path: /a\n    content: !!binary aGVsbG8K\n", []),
@@ -80,10 +79,8 @@ CASES: list[tuple[str, list[str]]] = [
      ['line 4: warning: incorrect type for "users[1]" (want struct)']),
     (H + "users:\n  - - bad\n", ['line 3: warning: incorrect type for "users[0]" (want struct)']),
     # int and float fields
-    (H + "coreos:\n  fleet:\n    verbosity: 2\n    etcd_request_timeout: 1\n", [
-        'line 3: warning: deprecated key "fleet" (fleet is no longer shipped in Container Linux)']),
+    (H + "coreos:\n  fleet:\n    verbosity: 2\n    etcd_request_timeout: 1\n", []),
     (H + "coreos:\n  etcd2:\n    snapshot-count: lots\n", [
-        'line 3: warning: deprecated key "etcd2" (etcd2 is no longer shipped in Container Linux)',
         'line 4: warning: incorrect type for "snapshot_count" (want int)']),
     # allowed values
     (H + "coreos:\n  units:\n    - name: a.service\n      command: launch\n",

@@ -6,7 +6,8 @@ import base64
 import struct
 
 import pytest
-from flotilla.daemons.fleet.api import ApiError, decode_page_token, encode_page_token
+from aiohttp.test_utils import make_mocked_request
+from flotilla.daemons.fleet.api import ApiError, decode_page_token, encode_page_token, paginate
 from flotilla.daemons.fleet.registry import hash_to_ints, ints_to_hash
 from flotilla.daemons.fleetctl.main import COMMANDS, resolve_command, unit_name_mangle
 from flotilla.daemons.fleetctl.tables import machine_full_legend, render
@@ -24,6 +25,24 @@ def test_bad_page_tokens_are_rejected(token: str) -> None:
     with pytest.raises(ApiError) as caught:
         decode_page_token(token, 50)
     assert caught.value.code == 400
+
+
+def test_a_full_page_carries_a_token_as_in_fleet() -> None:
+    """fleet's extract*PageData: a page that came out full names the next one, even
+    when that one is empty, so clients make the same requests against both."""
+    def pages(count: int) -> list[int]:
+        sizes, token = [], None
+        while True:
+            request = make_mocked_request("GET", f"/units?nextPageToken={token}" if token
+                                          else "/units")
+            page, token = paginate(list(range(count)), request, 2)
+            sizes.append(len(page))
+            if token is None:
+                return sizes
+
+    assert pages(0) == [0]
+    assert pages(3) == [2, 1]
+    assert pages(4) == [2, 2, 0]
 
 
 def test_unit_hash_json_round_trip() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from flotilla.daemons.fleet import model
-from flotilla.daemons.fleet.model import UnitError, UnitOption
+from flotilla.daemons.fleet.model import Requirements, UnitError, UnitOption
 
 
 def xfleet(*pairs: tuple[str, str]) -> list[UnitOption]:
@@ -14,12 +14,28 @@ def xfleet(*pairs: tuple[str, str]) -> list[UnitOption]:
 
 
 @pytest.mark.parametrize(
-    "name",
-    ["hello.service", "web@1.service", "web@.service", "a:b_c-d.e.socket", "x.timer",
-     "m.mount", "d.device", "s.slice", "w@x.target", "esc\\x2d.service", "a" * 248 + ".service"],
+    ("name", "parts"),
+    [
+        ("hello.service", ("hello", "", "service", False, False)),
+        ("web@1.service", ("web", "1", "service", False, True)),
+        ("web@.service", ("web", "", "service", True, False)),
+        ("a:b_c-d.e.socket", ("a:b_c-d.e", "", "socket", False, False)),  # last dot types
+        ("x.timer", ("x", "", "timer", False, False)),
+        ("m.mount", ("m", "", "mount", False, False)),
+        ("d.device", ("d", "", "device", False, False)),
+        ("s.slice", ("s", "", "slice", False, False)),
+        ("w@x.target", ("w", "x", "target", False, True)),
+        ("esc\\x2d.service", ("esc\\x2d", "", "service", False, False)),
+        ("a" * 248 + ".service", ("a" * 248, "", "service", False, False)),  # 256: the limit
+    ],
 )
-def test_valid_names_are_accepted(name: str) -> None:
-    model.validate_name(name)
+def test_valid_names_are_accepted_and_parsed(name: str, parts: tuple) -> None:
+    """Accepted, and read as (prefix, instance, type, template?, instance?)."""
+    assert model.validate_name(name) is None
+    parsed = model.parse_name(name)
+    assert (parsed.prefix, parsed.instance, parsed.unit_type, parsed.is_template,
+            parsed.is_instance) == parts
+    assert parsed.full == name
 
 
 @pytest.mark.parametrize(
@@ -33,7 +49,7 @@ def test_valid_names_are_accepted(name: str) -> None:
         ("hel/lo.service", "invalid character '/'"),
         ("@foo.service", 'cannot start in "@"'),
         (".service", "must have a name"),
-        ("a" * 250 + ".service", "maximum length (256)"),
+        ("a" * 249 + ".service", "maximum length (256)"),  # 257: one past the limit
         ("dev@1.device", "cannot be a template"),
         ("sw@.swap", "cannot be a template"),
     ],
@@ -128,6 +144,16 @@ def test_options_from_json_names_bad_element() -> None:
         model.options_from_json(["x"])
 
 
+def test_options_from_json_takes_a_missing_value_as_empty() -> None:
+    """fleetctl 1.0's Go client leaves empty fields out: ``ExecStartPre=`` comes as
+    ``{"name":"ExecStartPre","section":"Service"}``, as fleet's decoder reads it."""
+    assert model.options_from_json([{"section": "Service", "name": "ExecStartPre"},
+                                    {"section": "Service", "name": "X", "value": None}]) == [
+        UnitOption("Service", "ExecStartPre", ""), UnitOption("Service", "X", "")]
+    with pytest.raises(UnitError, match=r"options\[0\]\.name"):
+        model.options_from_json([{"section": "Service", "value": "x"}])
+
+
 def test_multivalue_split_only_when_quoted_both_ends() -> None:
     assert model.split_multivalue('"a=b" "c=d"') == ["a=b", "c=d"]
     assert model.split_multivalue("a=b c=d") == ["a=b c=d"]
@@ -199,17 +225,24 @@ def test_rejected_combinations(pairs: list[tuple[str, str]], message: str) -> No
 
 
 ACCEPTED = [
-    [("Global", "true"), ("MachineMetadata", "role=web"), ("Conflicts", "x*")],
-    [("MachineOf", "b.service"), ("MachineMetadata", "a=b")],
-    [("MachineID", "m1"), ("MachineMetadata", "a=b")],
-    [("Global", "false"), ("MachineOf", "b.service")],
-    [("Replaces", "b*"), ("MachineOf", "c.service")],
+    ([("Global", "true"), ("MachineMetadata", "role=web"), ("Conflicts", "x*")],
+     Requirements(metadata={"role": frozenset({"web"})}, conflicts=("x*",), is_global=True)),
+    ([("MachineOf", "b.service"), ("MachineMetadata", "a=b")],
+     Requirements(machine_of=("b.service",), metadata={"a": frozenset({"b"})})),
+    ([("MachineID", "m1"), ("MachineMetadata", "a=b")],
+     Requirements(machine_id="m1", metadata={"a": frozenset({"b"})})),
+    # Global=false is no Global at all, so MachineOf may go with it.
+    ([("Global", "false"), ("MachineOf", "b.service")],
+     Requirements(machine_of=("b.service",))),
+    ([("Replaces", "b*"), ("MachineOf", "c.service")],
+     Requirements(machine_of=("c.service",), replaces=("b*",))),
 ]
 
 
-@pytest.mark.parametrize("pairs", ACCEPTED)
-def test_allowed_combinations(pairs: list[tuple[str, str]]) -> None:
-    model.validate_unit("a.service", xfleet(*pairs))
+@pytest.mark.parametrize(("pairs", "expected"), ACCEPTED)
+def test_allowed_combinations_give_their_requirements(pairs: list[tuple[str, str]],
+                                                      expected: Requirements) -> None:
+    assert model.validate_unit("a.service", xfleet(*pairs)) == expected
 
 
 def test_unit_without_options_is_rejected() -> None:

@@ -133,3 +133,22 @@ def test_the_end_of_a_run_of_failures_is_reported_once() -> None:
     damper.note_store_trouble(1.5)
     assert damper.note_store_ok() is True
     assert damper.note_store_ok() is False
+
+
+def test_one_timed_out_request_spanning_the_outage_counts_from_when_it_was_sent() -> None:
+    # The engine's only failure in a 5 s cut-off is one request timing out after 5 s:
+    # the first lapsed key it then sees must be held, not believed (CI saw a unit moved).
+    damper = damper_seeing("a", "b", "c")
+    damper.note_store_trouble(10.0, since=5.0)
+    damper.note_store_ok()
+    assert set(damper.machines(fleet("a", "b"), 10.5)) == {"a", "b", "c"}
+    assert damper.holding
+    assert set(damper.machines(fleet("a"), 11.0)) == {"a", "b", "c"}
+
+
+def test_a_quick_failure_is_still_a_hiccup_whenever_it_was_sent() -> None:
+    damper = damper_seeing("a", "b", "c")
+    damper.note_store_trouble(5.0 + OUTAGE - 0.1, since=5.0)
+    damper.note_store_ok()
+    assert set(damper.machines(fleet("a", "b"), 6.0)) == {"a", "b"}
+    assert not damper.holding

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from flotilla.daemons.fleet.model import Requirements, requirements
 from flotilla.daemons.fleet.model import UnitOption as Opt
 from flotilla.daemons.fleet.scheduler import (
     Assignment,
+    ClusterView,
     Job,
     Machine,
     Schedule,
     Unschedule,
     apply_changes,
+    conflicts,
     decide,
     machine_assignments,
     place_globals,
@@ -270,15 +274,17 @@ def clusters(draw: st.DrawFn) -> tuple[dict[str, Machine], dict[str, Job], dict[
                                     st.sampled_from(["a", "b"]), max_size=2))
         ms[f"m{i}"] = Machine(f"m{i}", meta)
     js = {}
-    for name in draw(st.lists(st.sampled_from(NAMES), unique=True, max_size=10)):
+    names = draw(st.lists(st.sampled_from(NAMES), unique=True, max_size=10))
+    for name in names:
         conflicts = draw(st.lists(st.sampled_from(["u1*", "u2.service", "u*", "u5.service"]),
                                   max_size=2))
-        peers = draw(st.lists(st.sampled_from(NAMES), max_size=1))
+        # Peers among the cluster's own units mostly, so MachineOf is met often.
+        peers = draw(st.lists(st.sampled_from(names + NAMES[:2]), max_size=1))
         peers = [p for p in peers if p != name and not any(
             __import__("fnmatch").fnmatchcase(p, c) for c in conflicts)]
-        meta = draw(st.dictionaries(st.sampled_from(["role", "disk"]),
-                                    st.frozensets(st.sampled_from(["a", "b"]), min_size=1),
-                                    max_size=2))
+        meta = draw(st.one_of(st.just({}), st.dictionaries(
+            st.sampled_from(["role", "disk"]),
+            st.frozensets(st.sampled_from(["a", "b"]), min_size=1), max_size=2)))
         req = Requirements(conflicts=tuple(conflicts), machine_of=tuple(peers), metadata=meta)
         state = draw(st.sampled_from(["inactive", "loaded", "launched"]))
         js[name] = Job(name, state, req)
@@ -289,34 +295,90 @@ def clusters(draw: st.DrawFn) -> tuple[dict[str, Machine], dict[str, Job], dict[
     return ms, js, sched
 
 
-@settings(max_examples=300, deadline=None)
-@given(clusters())
-def test_property_schedule_respects_every_requirement(cluster) -> None:
-    ms, js, sched = cluster
-    result = final(ms, js, sched)
-    for unit, machine in result.items():
-        j = js[unit]
-        assert machine in ms
-        assert j.target_state != "inactive"
-        for key, values in j.requirements.metadata.items():
-            assert ms[machine].metadata.get(key) in values
-        for peer in j.requirements.machine_of:
-            assert result.get(peer) == machine
-        for other, other_machine in result.items():
-            if other != unit and other_machine == machine:
-                from flotilla.daemons.fleet.scheduler import conflicts
-                assert not conflicts(j, js[other]), (unit, other, machine)
-    # a second decision on the result changes nothing
-    assert decide(ms, js, result) == []
+def refusal(reason: str) -> str:
+    """The rule an ``unable_reason`` names."""
+    for rule, words in (("metadata", "metadata does not match"), ("peer", "peer "),
+                        ("conflict", "conflicts with")):
+        if words in reason:
+            return rule
+    return reason
 
 
-@settings(max_examples=200, deadline=None)
-@given(clusters())
-def test_property_unconstrained_units_always_placed(cluster) -> None:
-    ms, js, _ = cluster
-    plain = {n: Job(n, "launched") for n in js}
-    result = final(ms, plain)
-    if ms:
+def test_property_schedule_respects_every_requirement() -> None:
+    """Every placement keeps every rule, every unit left out could go nowhere, and a
+    second decision changes nothing; the counts prove the generated clusters put each
+    rule to work often enough for the checks to mean something."""
+    seen: Counter[str] = Counter()
+
+    @settings(max_examples=300, deadline=None)
+    @given(clusters())
+    def check(cluster: tuple[dict[str, Machine], dict[str, Job], dict[str, str]]) -> None:
+        ms, js, sched = cluster
+        result = final(ms, js, sched)
+        for unit, machine in result.items():
+            j = js[unit]
+            assert machine in ms
+            assert j.target_state != "inactive"
+            seen["placed"] += 1
+            for key, values in j.requirements.metadata.items():
+                assert ms[machine].metadata.get(key) in values
+                seen["metadata held"] += 1
+            for peer in j.requirements.machine_of:
+                assert result.get(peer) == machine
+                seen["peer beside"] += 1
+            for other, other_machine in result.items():
+                if other != unit and other_machine == machine:
+                    assert not conflicts(j, js[other]), (unit, other, machine)
+                    if j.requirements.conflicts:
+                        seen["conflicts checked against a neighbour"] += 1
+        # A unit left out is one no machine could take, given where the others went.
+        view = ClusterView(ms, js, result)
+        for unit, j in js.items():
+            if j.target_state == "inactive" or unit in result:
+                continue
+            reasons = [view.unable_reason(j, machine) for machine in ms]
+            assert None not in reasons, (unit, reasons)
+            if ms:
+                seen["left out, refused everywhere"] += 1
+            for reason in reasons:
+                seen["refused: " + refusal(reason)] += 1
+        for unit, machine in sched.items():
+            if result.get(unit) != machine:
+                seen["moved or unscheduled"] += 1
+        # a second decision on the result changes nothing
+        assert decide(ms, js, result) == []
+
+    check()
+    for branch in ("placed", "metadata held", "peer beside",
+                   "conflicts checked against a neighbour", "left out, refused everywhere",
+                   "refused: conflict", "refused: peer", "refused: metadata",
+                   "moved or unscheduled"):
+        assert seen[branch] >= 30, (branch, seen)
+
+
+def test_property_unconstrained_units_always_placed() -> None:
+    """Without requirements every active unit is placed and the load stays even; with
+    no machine nothing is. Both cases must come up."""
+    seen: Counter[str] = Counter()
+
+    @settings(max_examples=200, deadline=None)
+    @given(clusters())
+    def check(cluster: tuple[dict[str, Machine], dict[str, Job], dict[str, str]]) -> None:
+        ms, js, _ = cluster
+        plain = {n: Job(n, "launched") for n in js}
+        result = final(ms, plain)
+        if not ms:
+            assert result == {}
+            seen["no machines"] += 1
+            return
         assert set(result) == set(plain)
         loads = [list(result.values()).count(m) for m in ms]
         assert max(loads) - min(loads) <= 1
+        seen["machines"] += 1
+        if len(plain) > len(ms):
+            seen["more units than machines"] += 1
+
+    check()
+    assert seen["no machines"] >= 10, seen
+    assert seen["machines"] >= 100, seen
+    assert seen["more units than machines"] >= 30, seen

@@ -10,16 +10,13 @@ from dbus_fast.signature import SignatureTree
 from flotilla.daemons.kv import errors as E
 from flotilla.daemons.kv.config import ConfigError, parse_config
 from flotilla.daemons.kv.dbus_service import (
-    DEFAULT_SYSTEM_BUS,
     INTERFACE,
     INTROSPECTION_XML,
     MAX_VALUE_BYTES,
     METHODS,
-    SYSTEM_BUS_SOCKET,
     WatchLimitError,
     WatchRegistry,
     _parent_xml,
-    bus_address,
     changed_body,
     error_name,
     error_text,
@@ -31,6 +28,7 @@ from flotilla.daemons.kv.dbus_service import (
 from flotilla.daemons.kv.errors import EtcdError
 from flotilla.daemons.kv.request import Form, parse_key_request
 from flotilla.daemons.kv.store import SECOND_NS, Store
+from flotilla.daemons.systemd.served import DEFAULT_SYSTEM_BUS, SYSTEM_BUS_SOCKET, bus_address
 
 NOW = 1_700_000_000 * SECOND_NS
 

@@ -57,7 +57,9 @@ def test_undecodable_entries_become_raft_internal_errors(data: bytes) -> None:
 def test_a_command_with_bad_field_types_is_refused_not_raised() -> None:
     sm = KvStateMachine()
     result = sm.apply(5, pack({"op": "put", "key": "/k", "params": "nope", "now": "soon"}))
-    assert isinstance(result, EtcdError)
+    assert isinstance(result, EtcdError) and result.code == RAFT_INTERNAL
+    assert result.cause.startswith("malformed command")
+    assert sm.store.index == 0
 
 
 def test_publish_records_name_and_client_urls_and_tells_listeners() -> None:
@@ -107,9 +109,11 @@ def test_member_update_replaces_peer_urls_of_a_known_member_only() -> None:
     ok = sm.apply(5, pack({"op": MEMBER_UPDATE_OP, "id": 1, "peerURLs": ["http://new:2380"]}))
     assert ok is None and sm.peers[1] == ["http://new:2380"]
     unknown = sm.apply(6, pack({"op": MEMBER_UPDATE_OP, "id": 4, "peerURLs": ["http://x:1"]}))
-    assert isinstance(unknown, EtcdError) and "no member 4" in unknown.cause
+    assert isinstance(unknown, EtcdError) and unknown.code == RAFT_INTERNAL
+    assert unknown.cause == "entry 6: no member 4 to update"
     bad = sm.apply(7, pack({"op": MEMBER_UPDATE_OP, "id": 1, "peerURLs": "http://x:1"}))
-    assert isinstance(bad, EtcdError)
+    assert isinstance(bad, EtcdError) and bad.code == RAFT_INTERNAL
+    assert bad.cause == "entry 7: bad member update: peerURLs: expected a list of strings"
     assert sm.peers == {1: ["http://new:2380"]}
 
 

@@ -142,7 +142,7 @@ def test_compare_and_delete() -> None:
     store = Store()
     put(store, "/k", value="a")
     failed = err(store.apply({"op": "delete", "key": "/k", "params": {"prevValue": "z"}}))
-    assert failed.cause == "[z != a]"
+    assert (failed.code, failed.cause, failed.index) == (E.TEST_FAILED, "[z != a]", 1)
     done = ok(store.apply({"op": "delete", "key": "/k", "params": {"prevIndex": 1}}))
     assert done.action == "compareAndDelete" and done.prev.value == "a"  # type: ignore
 

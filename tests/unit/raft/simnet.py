@@ -26,22 +26,24 @@ The model:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import random
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 
 from flotilla.daemons.raft.codec import decode_conf_change
-from flotilla.daemons.raft.core import Config, RaftNode
+from flotilla.daemons.raft.core import BOOTSTRAP_INDEX, Config, RaftNode
 from flotilla.daemons.raft.messages import (
     EARLY_TYPES,
+    NONE,
     ConfChange,
     ConfChangeType,
     Entry,
     EntryType,
     HardState,
     Message,
+    MessageType,
     NotLeader,
     PersistedState,
     ProposalDropped,
@@ -51,9 +53,34 @@ from flotilla.daemons.raft.messages import (
     early_messages,
 )
 
+#: The properties the simulation checks, as `SimFailure.prop` names them.
+ELECTION_SAFETY = "election safety"  # at most one leader per term
+LOG_MATCHING = "log matching"  # same (index, term) means the same entry and history
+LEADER_COMPLETENESS = "leader completeness"  # a leader holds every committed entry
+STATE_MACHINE_SAFETY = "state machine safety"  # one entry, one state, per index
+APPLY_ORDER = "apply order"  # entries applied one by one, in index order
+EXACTLY_ONCE = "exactly once"  # a payload is applied at one index only
+READ_FRESHNESS = "read freshness"  # a ReadIndex is no older than the commit at request
+DURABLE_TERM = "durable term"  # a persisted term never goes backwards
+LIVENESS = "liveness after heal"  # once healed, every member applies everything
+#: every message a node emits names that node as its sender: the transport checks it
+#: against the connection's hello and drops the whole connection (and all queued behind)
+SENDER_IDENTITY = "sender identity"
+PROPERTIES = (ELECTION_SAFETY, LOG_MATCHING, LEADER_COMPLETENESS, STATE_MACHINE_SAFETY,
+              APPLY_ORDER, EXACTLY_ONCE, READ_FRESHNESS, DURABLE_TERM, LIVENESS,
+              SENDER_IDENTITY)
+
 
 class SimFailure(AssertionError):
-    """A safety or liveness property failed; the message says how to replay the seed."""
+    """A safety or liveness property failed; the message says how to replay the seed.
+
+    ``prop`` names the property (one of `PROPERTIES`), so a test that breaks the core on
+    purpose can insist on the property it broke rather than on any failure at all.
+    """
+
+    def __init__(self, prop: str, message: str) -> None:
+        super().__init__(message)
+        self.prop = prop
 
 
 @dataclass
@@ -112,6 +139,9 @@ class Scenario:
     check_quorum: bool
     max_inflight: int
     max_size: int
+    #: share of client proposals sent to a random member rather than the leader (a
+    #: follower forwards them, as the shell does)
+    p_follower: float = 0.1
 
 
 #: Seeds from here on simulate a single-node cluster; below it, even seeds 3 nodes, odd 5.
@@ -185,15 +215,20 @@ class Sim:
         self.conf_changes = 0
         self.commit_seen = 0  # highest commit index any node reported
         self.early_sent = 0  # leader messages sent before their Ready was persisted
+        #: how often each check actually compared something, and each fault struck: a
+        #: property is only proven by the schedules that exercised it
+        self.exercised: Counter[str] = Counter()
         for node_id in self.initial:
             self.nodes[node_id] = SimNode(node_id, Storage())
             self._start(node_id)
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def fail(self, what: str) -> None:
+    def fail(self, prop: str, what: str) -> None:
         raise SimFailure(
-            f"seed {self.seed} tick {self.now}: {what}; replay with RAFT_SIM_SEED={self.seed}"
+            prop,
+            f"seed {self.seed} tick {self.now}: {prop}: {what}; "
+            f"replay with RAFT_SIM_SEED={self.seed}",
         )
 
     def _config(self) -> Config:
@@ -243,7 +278,17 @@ class Sim:
         node.core = None
         node.up = False
         node.restarts += 1
+        self.exercised["crash"] += 1
         self._note(EV_CRASH, node_id, mid_ready)
+
+    def _send_from(self, node: SimNode, m: Message) -> None:
+        """Send what ``node`` emitted, as the peer transport would carry it."""
+        if m.from_ != node.id:
+            self.fail(SENDER_IDENTITY, f"node {node.id} sent {m.type.name} to {m.to} "
+                      f"naming {m.from_} as its sender (the receiver drops the connection)")
+        if m.type is MessageType.PROP:
+            self.exercised["proposal passed on"] += 1  # a follower re-forwarding one
+        self._send(m)
 
     def _send(self, m: Message) -> None:
         sc = self.sc
@@ -251,6 +296,10 @@ class Sim:
         if (m.from_, m.to) in self.blocked or r.random() < sc.loss:
             return
         copies = 2 if r.random() < sc.dup else 1
+        if m.type is MessageType.PROP:
+            # A stream never delivers a message twice, and nothing resends a proposal:
+            # a second copy would be a second proposal, not a network fault.
+            copies = 1
         for _ in range(copies):
             self.seq += 1
             delay = int(r.random() * (sc.max_delay + 1))
@@ -281,14 +330,16 @@ class Sim:
                 key = (e.index, e.term)
                 value = (prev, int(e.type), e.data)
                 known = self.log_index.setdefault(key, value)
+                if known is not value:
+                    self.exercised["log matching"] += 1  # a second copy compared
                 if known != value and known[0] is not None and prev is not None:
-                    self.fail(f"log matching: node {node.id} entry {key} differs {known} {value}")
+                    self.fail(LOG_MATCHING, f"node {node.id} entry {key} differs {known} {value}")
                 if known[1:] != value[1:]:
-                    self.fail(f"log matching: node {node.id} entry {key} data differs")
+                    self.fail(LOG_MATCHING, f"node {node.id} entry {key} data differs")
                 st.entries.append(e)
         if rd.hard_state is not None:
             if rd.hard_state.term < st.hard.term:
-                self.fail(f"node {node.id} term went backwards")
+                self.fail(DURABLE_TERM, f"node {node.id} term went backwards")
             st.hard = rd.hard_state
 
     def process_ready(self, node: SimNode, hold: bool = False) -> None:
@@ -313,7 +364,7 @@ class Sim:
                 st = node.storage
                 early = early_messages(rd, core.role is Role.LEADER, (st.hard.term, st.hard.vote))
                 for m in early:
-                    self._send(m)
+                    self._send_from(node, m)
                 node.held_sent_early = bool(early)
                 self.early_sent += len(early)
                 return
@@ -321,12 +372,15 @@ class Sim:
         for m in rd.messages:
             if sent_early and m.type in EARLY_TYPES:
                 continue
-            self._send(m)
+            self._send_from(node, m)
         if rd.snapshot is not None:
             meta = rd.snapshot.meta
             h = _snap_hash(rd.snapshot)
             if meta.index in self.chain and self.chain[meta.index] != h:
-                self.fail(f"node {node.id} installed a snapshot at {meta.index} with other state")
+                self.fail(STATE_MACHINE_SAFETY,
+                          f"node {node.id} installed a snapshot at {meta.index} with other state")
+            if meta.index > BOOTSTRAP_INDEX:
+                self.exercised["snapshot installed"] += 1
             if meta.index > node.applied:
                 node.applied = meta.index
                 node.app_hash = h
@@ -334,8 +388,11 @@ class Sim:
             self._apply(node, e)
         for rs in rd.read_states:
             floor = node.reads.pop(rs.context, None)
-            if floor is not None and rs.index < floor:
-                self.fail(f"node {node.id} read index {rs.index} below commit {floor} at request")
+            if floor is not None:
+                self.exercised["read freshness"] += 1
+                if rs.index < floor:
+                    self.fail(READ_FRESHNESS,
+                              f"node {node.id} read index {rs.index} below commit {floor}")
         if rd.hard_state is not None and rd.hard_state.commit > self.commit_seen:
             self.commit_seen = rd.hard_state.commit
         core.advance(rd)
@@ -347,20 +404,24 @@ class Sim:
         if e.index <= node.applied:
             return
         if e.index != node.applied + 1:
-            self.fail(f"node {node.id} applied {e.index} after {node.applied}")
+            self.fail(APPLY_ORDER, f"node {node.id} applied {e.index} after {node.applied}")
         value = (e.term, int(e.type), e.data)
         known = self.applied.setdefault(e.index, value)
+        if known is not value:
+            self.exercised["state machine safety"] += 1  # applied again elsewhere: compared
         if known != value:
-            self.fail(f"state machine safety: index {e.index} {known} vs {value} on {node.id}")
+            self.fail(STATE_MACHINE_SAFETY, f"index {e.index} {known} vs {value} on {node.id}")
         node.app_hash = zlib.crc32(e.data, node.app_hash ^ e.index) if e.data else node.app_hash
         known_hash = self.chain.setdefault(e.index, node.app_hash)
         if known_hash != node.app_hash:
-            self.fail(f"node {node.id} state diverged at {e.index}")
+            self.fail(STATE_MACHINE_SAFETY, f"node {node.id} state diverged at {e.index}")
         node.applied = e.index
+        if e.type is EntryType.CONF_CHANGE and known is value:
+            self.exercised["membership change"] += 1
         if e.type is EntryType.NORMAL and e.data:
             at = self.payload_at.setdefault(e.data, e.index)
             if at != e.index:
-                self.fail(f"payload {e.data!r} applied at {at} and {e.index}")
+                self.fail(EXACTLY_ONCE, f"payload {e.data!r} applied at {at} and {e.index}")
 
     def _check_leader(self, node: SimNode) -> None:
         core = node.core
@@ -369,13 +430,18 @@ class Sim:
         if key in self.seen_leader:
             return
         self.seen_leader.add(key)
+        self.exercised["election safety"] += 1
+        if len(self.leaders) > 0 and core.term not in self.leaders:
+            self.exercised["leader change"] += 1
         other = self.leaders.setdefault(core.term, node.id)
         if other != node.id:
-            self.fail(f"two leaders in term {core.term}: {other} and {node.id}")
+            self.fail(ELECTION_SAFETY, f"two leaders in term {core.term}: {other} and {node.id}")
         log = core.log
+        if any(index > log.offset for index in self.applied):
+            self.exercised["leader completeness"] += 1
         for index, (term, _t, _d) in self.applied.items():
             if index > log.offset and log.term(index) != term:
-                self.fail(f"leader completeness: leader {node.id} lacks committed entry {index}")
+                self.fail(LEADER_COMPLETENESS, f"leader {node.id} lacks committed entry {index}")
 
     # -- the schedule --------------------------------------------------------------------
 
@@ -412,6 +478,8 @@ class Sim:
                 self.blocked = {(a, b) for a in ids for b in ids if victim in (a, b) and a != b}
             else:  # asymmetric: some directions only
                 self.blocked = {(a, b) for a in ids for b in ids if a != b and r.random() < 0.3}
+            if self.blocked:
+                self.exercised["partition"] += 1
             self._note(EV_PARTITION, kind, len(self.blocked))
         if r.random() < sc.p_crash:
             victim = r.choice(ids)
@@ -430,11 +498,16 @@ class Sim:
         r = self.rng
         lead = self.leader()
         if r.random() < sc.p_propose:
-            target = lead if lead is not None and r.random() < 0.9 else self._random_up()
+            target = (lead if lead is not None and r.random() < 1 - sc.p_follower
+                      else self._random_up())
             if target is not None:
                 batch = [self._payload() for _ in range(r.choice((1, 1, 2, 5)))]
-                with contextlib.suppress(NotLeader, ProposalDropped):
+                try:
                     target.core.propose_many(batch)  # type: ignore[union-attr]
+                except NotLeader as exc:
+                    self._forward(target, exc.leader, batch)
+                except ProposalDropped:
+                    pass
         if lead is None or lead.core is None:
             return
         if chaos and r.random() < sc.p_conf and self.conf_changes < 4:
@@ -465,6 +538,14 @@ class Sim:
                         st.snapshot = snap
                         del st.entries[:drop]
                     self._note(EV_COMPACT, node.id, snap.meta.index)
+
+    def _forward(self, node: SimNode, leader: int, batch: list[bytes]) -> None:
+        """What the shell does with proposals a follower takes: one PROP to its leader."""
+        if leader in (NONE, node.id):
+            return
+        entries = tuple(Entry(0, k + 1, data=p) for k, p in enumerate(batch))
+        self.exercised["proposal forwarded"] += 1
+        self._send(Message(MessageType.PROP, to=leader, from_=node.id, entries=entries))
 
     def _conf_change(self, lead: SimNode) -> None:
         r = self.rng
@@ -553,7 +634,8 @@ class Sim:
                 break
         self.sc = saved
         if converged_at is None:
-            self.fail(self._divergence_report())
+            self.fail(LIVENESS, self._divergence_report())
+        self.exercised["liveness after heal"] += 1
         self._note(EV_CONVERGED, converged_at)
         return hashlib.blake2b(str(self.trace).encode(), digest_size=16).hexdigest()
 
@@ -589,7 +671,7 @@ class Sim:
                     f"{node_id}:{c.role.value} t{c.term} lead{c.lead} commit{c.log.committed} "
                     f"applied{n.applied} last{c.log.last_index()} voters{sorted(c.voters)}"
                 )
-        return "no convergence after heal: " + "; ".join(parts)
+        return "no convergence: " + "; ".join(parts)
 
 
 def _calm(sc: Scenario) -> Scenario:
@@ -630,3 +712,9 @@ def run_seed(seed: int) -> str:
     Raises `SimFailure` naming the broken property and the seed to replay.
     """
     return Sim(seed).run()
+
+
+def run_seed_exercised(seed: int) -> tuple[str, Counter[str]]:
+    """`run_seed`, also returning what the schedule exercised (see `Sim.exercised`)."""
+    sim = Sim(seed)
+    return sim.run(), sim.exercised

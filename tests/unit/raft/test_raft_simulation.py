@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -18,38 +19,89 @@ import pytest
 from flotilla.daemons.raft import core
 from flotilla.daemons.raft.messages import HardState
 
-from .simnet import ONE_NODE_SEED_BASE, Sim, SimFailure, run_seed
+from .simnet import (
+    ELECTION_SAFETY,
+    LEADER_COMPLETENESS,
+    LIVENESS,
+    LOG_MATCHING,
+    ONE_NODE_SEED_BASE,
+    READ_FRESHNESS,
+    STATE_MACHINE_SAFETY,
+    Sim,
+    SimFailure,
+    run_seed,
+    run_seed_exercised,
+)
 
 DEFAULT_SEEDS = 5000
 ONE_NODE_SEEDS = 200
 REPO = Path(__file__).resolve().parents[3]
 
+#: The share of schedules that must exercise each check (compare something) or fault.
+#: A pass proves a property only where it was checked: a change that quietly stops the
+#: comparisons, the faults or the heal phase would otherwise still pass. Every schedule
+#: elects, replicates, applies and heals; the fault mixes are drawn per seed, so for the
+#: rest the floor is about half of the share 5,000 seeds give (in brackets).
+MUST_EXERCISE = {
+    ELECTION_SAFETY: 1.0,
+    LOG_MATCHING: 1.0,
+    STATE_MACHINE_SAFETY: 1.0,
+    LIVENESS: 1.0,
+    "leader change": 0.4,  # (0.77) a later term elected a leader
+    LEADER_COMPLETENESS: 0.35,  # (0.74) a new leader was checked against committed entries
+    READ_FRESHNESS: 0.23,  # (0.47) a ReadIndex came back and was compared
+    "crash": 0.35,  # (0.70)
+    "partition": 0.33,  # (0.67)
+    "membership change": 0.12,  # (0.24) applied
+    "snapshot installed": 0.08,  # (0.17) from a leader, past the bootstrap snapshot
+}
+#: Below this many schedules only the every-schedule floors are checked (small samples
+#: of the fault mixes vary too much).
+SHARES_FROM = 1000
 
-def _run_chunk(seeds: list[int]) -> tuple[list[tuple[int, str]], list[str]]:
+
+def _run_chunk(seeds: list[int]) -> tuple[list[tuple[int, str]], list[str], Counter[str]]:
     hashes: list[tuple[int, str]] = []
     failures: list[str] = []
+    exercised_by: Counter[str] = Counter()  # check or fault -> schedules exercising it
     for seed in seeds:
         try:
-            hashes.append((seed, run_seed(seed)))
+            trace, exercised = run_seed_exercised(seed)
         except SimFailure as exc:
             failures.append(str(exc))
+            continue
         except Exception as exc:  # a crash inside the core is a failure of that seed too
             failures.append(
                 f"seed {seed}: {type(exc).__name__}: {exc}; replay with RAFT_SIM_SEED={seed}"
             )
-    return hashes, failures
+            continue
+        hashes.append((seed, trace))
+        exercised_by.update(name for name, times in exercised.items() if times)
+    return hashes, failures, exercised_by
 
 
-def _run_many(seeds: list[int]) -> tuple[list[tuple[int, str]], list[str]]:
+def _run_many(seeds: list[int]) -> tuple[list[tuple[int, str]], list[str], Counter[str]]:
     workers = max(1, min(os.cpu_count() or 1, 8))
     chunks = [seeds[k::workers] for k in range(workers)]
     hashes: list[tuple[int, str]] = []
     failures: list[str] = []
+    exercised_by: Counter[str] = Counter()
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for h, f in pool.map(_run_chunk, chunks):
+        for h, f, e in pool.map(_run_chunk, chunks):
             hashes.extend(h)
             failures.extend(f)
-    return hashes, failures
+            exercised_by.update(e)
+    return hashes, failures, exercised_by
+
+
+def _assert_exercised(exercised_by: Counter[str], count: int) -> None:
+    short = []
+    for name, share in MUST_EXERCISE.items():
+        if share < 1.0 and count < SHARES_FROM:
+            continue
+        if exercised_by[name] < share * count:
+            short.append(f"{name}: {exercised_by[name]} of {count} (need {share:.0%})")
+    assert not short, "schedules that exercised too little: " + "; ".join(short)
 
 
 @pytest.mark.timeout(240)
@@ -61,11 +113,13 @@ def test_seeded_schedules_keep_raft_safe_and_live() -> None:
     count = int(os.environ.get("RAFT_SIM_SEEDS", DEFAULT_SEEDS))
     seeds = list(range(count))
     started = time.monotonic()
-    hashes, failures = _run_many(seeds)
+    hashes, failures, exercised_by = _run_many(seeds)
     elapsed = time.monotonic() - started
-    print(f"\n{count} schedules in {elapsed:.1f}s ({count / elapsed:.0f}/s)")
+    print(f"\n{count} schedules in {elapsed:.1f}s ({count / elapsed:.0f}/s); exercised: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(exercised_by.items())))
     assert not failures, "\n".join(failures[:20])
     assert len(hashes) == count
+    _assert_exercised(exercised_by, count)
     sizes = {3: 0, 5: 0}
     for seed, _ in hashes:
         sizes[Sim(seed).sc.nodes] += 1
@@ -76,10 +130,16 @@ def test_seeded_schedules_keep_raft_safe_and_live() -> None:
 @pytest.mark.timeout(120)
 def test_single_node_schedules() -> None:
     seeds = [ONE_NODE_SEED_BASE + k for k in range(ONE_NODE_SEEDS)]
-    hashes, failures = _run_chunk(seeds)
+    hashes, failures, exercised_by = _run_chunk(seeds)
     assert not failures, "\n".join(failures[:20])
     assert all(Sim(s).sc.nodes == 1 for s in seeds[:5])
     assert len(hashes) == ONE_NODE_SEEDS
+    # A lone member elects itself, survives its crashes and is live after them; its
+    # applied entries are compared again when it replays them after a crash.
+    for name in (ELECTION_SAFETY, LIVENESS):
+        assert exercised_by[name] == ONE_NODE_SEEDS, (name, exercised_by)
+    assert exercised_by[STATE_MACHINE_SAFETY] >= ONE_NODE_SEEDS // 2, exercised_by
+    assert exercised_by["crash"] >= ONE_NODE_SEEDS // 4, exercised_by
 
 
 def test_same_seed_gives_identical_trace() -> None:
@@ -106,13 +166,21 @@ def test_replay_in_another_process_is_byte_identical() -> None:
 # -- the checks themselves must be able to fail ----------------------------------------
 
 
-def _first_failure(seeds: range) -> str | None:
+def _first_failure(seeds: range) -> SimFailure | None:
+    """The first seed's failure; a core that crashes instead counts as no catch."""
     for seed in seeds:
         try:
             run_seed(seed)
         except SimFailure as exc:
-            return str(exc)
+            return exc
     return None
+
+
+def _assert_caught(failure: SimFailure | None, *props: str) -> None:
+    """The broken behaviour was caught as the property it breaks, not as any failure."""
+    assert failure is not None, "no schedule noticed"
+    assert failure.prop in props, f"caught as {failure.prop!r}, not {props}: {failure}"
+    assert "replay with RAFT_SIM_SEED=" in str(failure)
 
 
 def test_simulator_catches_double_voting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,17 +192,15 @@ def test_simulator_catches_double_voting(monkeypatch: pytest.MonkeyPatch) -> Non
         original(self, m)  # type: ignore[arg-type]
 
     monkeypatch.setattr(core.RaftNode, "_handle_vote_request", forgetful)
-    failure = _first_failure(range(300))
-    assert failure is not None
-    assert "replay with RAFT_SIM_SEED=" in failure
+    _assert_caught(_first_failure(range(300)), ELECTION_SAFETY)
 
 
 def test_simulator_catches_missing_election_restriction(monkeypatch: pytest.MonkeyPatch) -> None:
     from flotilla.daemons.raft import log
 
     monkeypatch.setattr(log.RaftLog, "is_up_to_date", lambda self, i, t: True)
-    failure = _first_failure(range(300))
-    assert failure is not None
+    # A voter elects a candidate that lacks entries it has: a leader without them.
+    _assert_caught(_first_failure(range(300)), LEADER_COMPLETENESS)
 
 
 def test_simulator_catches_reads_without_quorum(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,22 +208,31 @@ def test_simulator_catches_reads_without_quorum(monkeypatch: pytest.MonkeyPatch)
         self._deliver_read(self.log.committed, ctx, requester)
 
     monkeypatch.setattr(core.RaftNode, "_leader_read", eager)
-    failure = _first_failure(range(400))
-    assert failure is not None and "read index" in failure
+    _assert_caught(_first_failure(range(400)), READ_FRESHNESS)
 
 
 def test_simulator_catches_small_quorum(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(core.RaftNode, "_quorum", lambda self: max(1, len(self.voters) // 2))
-    failure = _first_failure(range(100))
-    assert failure is not None
+    # A minority commits and a later leader never had the entry: it is lost, seen either
+    # as a leader without it or as another entry applied at its index.
+    _assert_caught(_first_failure(range(100)), STATE_MACHINE_SAFETY, LEADER_COMPLETENESS)
 
 
 def test_simulator_catches_lost_term_on_restart(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         core.RaftNode, "_hard_state", lambda self: HardState(0, 0, self.log.committed)
     )
-    failure = _first_failure(range(300))
-    assert failure is not None
+    # A restarted voter forgets its vote and grants a second one in the same term.
+    _assert_caught(_first_failure(range(300)), ELECTION_SAFETY)
+
+
+def test_simulator_catches_a_follower_never_repaired(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A leader that ignores rejected appends stays safe but never repairs a follower
+    whose log diverged: only the liveness check after the heal can see that."""
+    from flotilla.daemons.raft import progress
+
+    monkeypatch.setattr(progress.Progress, "maybe_decr_to", lambda self, rejected, hint: False)
+    _assert_caught(_first_failure(range(300)), LIVENESS)
 
 
 def test_raft_sim_seed_env_replays_one_schedule(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,1 @@
+"""flotilla-update-server: an Omaha server with groups, channels and rollout policy (#14)."""
