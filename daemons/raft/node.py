@@ -74,6 +74,10 @@ log = logging.getLogger(__name__)
 RID_BYTES = 16
 #: how long a leader's commit index may stand still behind its log before it says so
 STALL_WARNING_SECONDS = 3.0
+# A Ready's write taking longer than this is logged, as etcd warns of a slow fdatasync
+# ("expected less than 1s"): on a starved disk it is what explains an election or a
+# request timeout that the Raft log alone does not.
+SLOW_SYNC_SECONDS = 1.0
 
 Address = tuple[str, int]
 
@@ -152,6 +156,7 @@ class RaftShell:
         self._nonce = os.urandom(8)
         self._counter = 0
         self._inputs: list[tuple[str, Any]] = []
+        self._tick_pending = False  # a tick is queued in _inputs and not yet stepped
         #: proposals and reads that arrived while no leader was known (e.g. mid-election);
         #: retried once one is, until their caller's timeout gives up on them
         self._parked: list[tuple[str, Any]] = []
@@ -353,9 +358,19 @@ class RaftShell:
     # -- the loop --------------------------------------------------------------------
 
     async def _ticker(self) -> None:
+        """One tick per period, but never a backlog of them.
+
+        While a Ready's write is in flight, inputs wait; ticks queued behind a slow fsync
+        would be stepped all at once afterwards and time out an election (or make a
+        leader doubt its quorum) for a wait that was the disk's, not the peers'. A tick
+        already waiting stands for the later ones, as a Go ticker drops ticks its reader
+        was too slow for.
+        """
         while True:
             await asyncio.sleep(self.cfg.tick_seconds)
-            self._push("tick", None)
+            if not self._tick_pending:
+                self._tick_pending = True
+                self._push("tick", None)
             now = time.monotonic()
             self._expire_requests(now)
             self._warn_if_stalled(now)
@@ -416,6 +431,7 @@ class RaftShell:
             if kind == "msg":
                 core.step(item)
             elif kind == "tick":
+                self._tick_pending = False
                 core.tick()
             elif kind == "propose":
                 proposals.append(item)
@@ -491,7 +507,12 @@ class RaftShell:
             )
             if rd.hard_state is not None:
                 self._durable_vote = (rd.hard_state.term, rd.hard_state.vote)
-            self.stats.persist_seconds += time.perf_counter() - started
+            took = time.perf_counter() - started
+            self.stats.persist_seconds += took
+            if took >= SLOW_SYNC_SECONDS:
+                log.warning("node %d: writing %d entries took %.2fs, expected less than "
+                            "%gs (a slow or overloaded disk delays heartbeats and commits)",
+                            self.cfg.node_id, len(rd.entries), took, SLOW_SYNC_SECONDS)
         elif rd.hard_state is not None or rd.entries:
             # Only the commit index moved: a small unsynced write, cheaper done here
             # than handed to the I/O thread and back.

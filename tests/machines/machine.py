@@ -110,6 +110,10 @@ class Machine:
         staging = self.dir / "root.copying"
         shutil.rmtree(staging, ignore_errors=True)
         subprocess.run(["cp", "-a", "--reflink=auto", str(self.template), str(staging)], check=True)
+        # The copy's few hundred MiB are written out now, before anything runs: left to
+        # background writeback they queue every fsync the machines' daemons make in their
+        # first minute behind them, and a kvd whose write waits seconds misses heartbeats.
+        subprocess.run(["sync", "-f", str(staging)], check=True)
         (staging / ".complete").unlink(missing_ok=True)
         (staging / "etc/machine-id").write_text(self.machine_id + "\n")
         (staging / "etc/hostname").write_text(self.name + "\n")

@@ -34,6 +34,7 @@ BACKENDS = ("kvd", "etcd")
 ETCD_PORT = 12379
 AGENT_TTL = 3.0
 RECONCILE_INTERVAL = 1.0
+ETCD_REQUEST_TIMEOUT = 3.0
 LEASE_TTL = 5 * RECONCILE_INTERVAL  # the engine lease outlives a dead leader this long
 API_PORT = 49153
 FLEET_PREFIX = "/_coreos.com/fleet"
@@ -168,6 +169,10 @@ def fleet_conf(servers: list[str], machine: Machine, role: str) -> str:
         f"etcd_servers=[{quoted}]\n"
         f'metadata="role={role}"\n'
         f'agent_ttl="{AGENT_TTL:g}s"\n'
+        # fleet's 1 s default is for a store on a machine of its own; here two cores carry
+        # every machine's systemd, store and fleetd, and a daemon-reload on all of them
+        # can hold a store answer past a second.
+        f"etcd_request_timeout={ETCD_REQUEST_TIMEOUT:g}\n"
         f"engine_reconcile_interval={RECONCILE_INTERVAL:g}\n"
         f'public_ip="{machine.address}"\n'
         f'api_tcp="{machine.address}:{API_PORT}"\n'

@@ -110,7 +110,10 @@ class Cluster:
             if not member.alive:
                 raise AssertionError(f"{member.name} exited:\n{member.log()}")
             return member.state() is not None
-        wait_until(up, timeout, f"{member.name} to answer HTTP")
+        try:
+            wait_until(up, timeout, f"{member.name} to answer HTTP")
+        except AssertionError as error:  # what each member got to is in its log
+            raise AssertionError(f"{error}\n{self.logs()}") from None
 
     def leader(self, timeout: float = 20.0) -> Member:
         def find() -> Member | None:
