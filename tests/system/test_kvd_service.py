@@ -54,6 +54,55 @@ def test_value_survives_service_restart(installed):
     assert got.stdout.strip() == "kept"
 
 
+FLEETLOCK_POST = """
+import json, sys, urllib.request, urllib.error
+path, header, body = sys.argv[1], sys.argv[2], sys.argv[3]
+request = urllib.request.Request("http://127.0.0.1:3333" + path, data=body.encode(),
+                                 method="POST")
+if header:
+    request.add_header("fleet-lock-protocol", header)
+try:
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        print(reply.status, reply.read().decode())
+except urllib.error.HTTPError as err:
+    print(err.code, err.read().decode())
+"""
+
+
+def _fleetlock(machine, path: str, body: dict, header: str = "true") -> tuple[int, str]:
+    out = machine.run(["python3", "-c", FLEETLOCK_POST, path, header, json.dumps(body)]).stdout
+    status, _, text = out.strip().partition(" ")
+    return int(status), text
+
+
+def test_fleetlock_service_serves_the_semaphore_as_an_unprivileged_user(installed):
+    installed.run(["systemctl", "start", "kvd.service"])
+    installed.write_file("/etc/flotilla/fleetlock.env",
+                         "FLEETLOCK_ENDPOINT=http://127.0.0.1:2379\n")
+    installed.run(["systemctl", "start", "flotilla-fleetlock.service"])
+    show = _properties(installed, "flotilla-fleetlock.service", "ActiveState", "StatusText",
+                       "MainPID")
+    assert show["ActiveState"] == "active"
+    assert show["StatusText"] == "FleetLock on 127.0.0.1:3333"
+    owner = installed.run(["stat", "-c", "%U", f"/proc/{show['MainPID']}"]).stdout.strip()
+    assert owner != "root", "the FleetLock server needs no privileges"
+
+    client = {"client_params": {"id": "zincati-1", "group": "default"}}
+    assert _fleetlock(installed, "/v1/pre-reboot", client)[0] == 200
+    stored = json.loads(_kvctl(installed, "get",
+                               "/coreos.com/updateengine/rebootlock/semaphore").stdout)
+    assert stored["holders"] == ["zincati-1"] and stored["semaphore"] == 0
+
+    status, text = _fleetlock(installed, "/v1/pre-reboot", client, header="")
+    assert status == 400 and json.loads(text)["kind"] == "invalid_client_identity"
+
+    assert _fleetlock(installed, "/v1/steady-state", client)[0] == 200
+    stored = json.loads(_kvctl(installed, "get",
+                               "/coreos.com/updateengine/rebootlock/semaphore").stdout)
+    assert not stored["holders"] and stored["semaphore"] == stored["max"]
+    installed.run(["systemctl", "stop", "flotilla-fleetlock.service"])
+
+
 def test_etcd2_alias_and_cloudinit_dropin_are_honoured(installed):
     installed.run(["systemctl", "enable", "kvd.service"])
     names = installed.run(["systemctl", "show", "-P", "Names", "kvd.service"]).stdout.split()
